@@ -1,0 +1,1302 @@
+//! The VDE engine: creating and opening a VDE, transactions and durable commits, id
+//! reservation, and the data path (compress, encrypt, checksum, place; read, verify, heal).
+//!
+//! Commit protocol. Operations change metadata in redb write transactions committed without
+//! durability (visible at once). [`Inner::sync`] makes everything up to a transaction durable
+//! with a group commit: the leader takes redb's write lock (so no other transaction commits in
+//! between), writes the unlogged tails of open segments to the intent log, records segment
+//! states, and commits with two-phase durability: redb's first flush makes every data write and
+//! log record durable before its second write makes the new metadata root visible. Followers
+//! wait for the leader. So metadata that references data is never durable before that data.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use dw_blockdev::AlignedBuf;
+use parking_lot::{Condvar, Mutex, RwLock};
+use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
+use uuid::Uuid;
+
+use crate::backing::Backing;
+use crate::crypto::{KeySchedule, MasterKey, TAG_LEN, extent_aad, extent_nonce};
+use crate::errors::{OpenError, VdeError};
+use crate::format::{
+    self, BLOCK, FormatError, Header, KEYSLOTS_A, KEYSLOTS_B, KEYSLOTS_LEN, KEYSLOTS_MAX_BLOB,
+    META_START, RECOVERY, REGDIR_A, REGDIR_B, RecoveryBlock, Region, RegionDirectory, RegionKind,
+};
+use crate::metastore::MetaBackend;
+use crate::policy::{self, Compression, Encryption, Policy};
+use crate::records::{
+    self, ExtentRecord, FREE_QUEUE, INODES, InodeRecord, LIVE, META, SEG_OPEN, SEG_SEALED,
+    SEGMENTS, SegmentRecord, StateRecord, WRITING,
+};
+use crate::segments::{SegmentLayout, Segments};
+
+/// Ids are reserved this many at a time, in a durable commit, before any is used: an id is an
+/// AES-GCM nonce and must never repeat, also not after a crash.
+const ID_BLOCK: u64 = 1 << 20;
+/// Extents freed per transaction when draining the free queue.
+const FREE_BATCH: usize = 4096;
+
+/// Options for [`crate::Vde::format`].
+#[derive(Debug, Clone, Default)]
+pub struct FormatOptions {
+    /// A label for people (at most 128 bytes), also in the recovery block.
+    pub label: String,
+    /// Administrator contact for whoever finds the disk (at most 1024 bytes).
+    pub admin_contact: String,
+    /// VDE-level policy.
+    pub policy: Policy,
+    /// Metadata region size (default: 2 % of the device, 16 MiB .. 64 GiB).
+    pub metadata_bytes: Option<u64>,
+    /// Intent log size (default: 0.5 % of the device, 8 MiB .. 1 GiB).
+    pub log_bytes: Option<u64>,
+}
+
+/// What a caller can learn about a device without keys.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Probe {
+    /// The header (from the valid copy with the higher generation).
+    pub header: Header,
+    /// The recovery block, if readable.
+    pub recovery: Option<RecoveryBlock>,
+}
+
+#[derive(Debug)]
+struct Ids {
+    next_extent: u64,
+    extent_limit: u64,
+    next_inode: u64,
+    inode_limit: u64,
+}
+
+#[derive(Debug, Default)]
+struct SyncState {
+    durable: u64,
+    leader: bool,
+}
+
+/// Shared state of an open VDE.
+#[derive(Debug)]
+pub(crate) struct Inner {
+    pub backing: Arc<dyn Backing>,
+    pub uuid: Uuid,
+    pub header: Mutex<Header>,
+    pub regdir: RegionDirectory,
+    pub recovery: Mutex<RecoveryBlock>,
+    pub keys: RwLock<KeySchedule>,
+    pub db: Database,
+    pub segs: Segments,
+    ids: Mutex<Ids>,
+    sync: Mutex<SyncState>,
+    sync_cv: Condvar,
+    pub vde_policy: RwLock<Policy>,
+    pub healed: AtomicU64,
+    pins: Mutex<HashMap<u64, u32>>,
+    pub read_only: Option<String>,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs())
+}
+
+pub(crate) fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+}
+
+fn ulen(v: u64) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+fn read_block(backing: &dyn Backing, at: u64) -> Result<AlignedBuf, dw_blockdev::IoError> {
+    let mut b = AlignedBuf::zeroed(BLOCK);
+    backing.dev().read_at(&mut b, at)?;
+    Ok(b)
+}
+
+/// Plans the regions for a device.
+fn plan_regions(
+    g: &crate::backing::BackingGeometry,
+    opts: &FormatOptions,
+) -> Result<RegionDirectory, OpenError> {
+    const MIB: u64 = 1 << 20;
+    let size = g.size;
+    if size < 64 * MIB {
+        return Err(OpenError::Unsuitable(format!(
+            "{size} bytes; a VDE needs at least 64 MiB"
+        )));
+    }
+    let align = |v: u64| v / BLOCK as u64 * BLOCK as u64;
+    let mut meta = align(
+        opts.metadata_bytes
+            .unwrap_or((size / 50).clamp(16 * MIB, 64 << 30)),
+    );
+    let mut log = align(
+        opts.log_bytes
+            .unwrap_or((size / 200).clamp(8 * MIB, 1 << 30)),
+    );
+    // Metadata and log must sit in the part of the device that accepts small writes.
+    let room = g.small_write_end.saturating_sub(META_START);
+    if meta + log > room {
+        let total = meta + log;
+        meta = align(meta * room / total);
+        log = align(log * room / total);
+    }
+    if meta < 4 * MIB || log < 2 * MIB {
+        return Err(OpenError::Unsuitable(format!(
+            "only {} bytes accept small writes on this device; the VDE needs at least 6 MiB there for metadata and its intent log (create the array with a larger small-write region)",
+            room
+        )));
+    }
+    let log_start = META_START + meta;
+    let log_end = log_start + log;
+    let stripe = g.stripe_bytes.max(BLOCK as u64);
+    let base = g.stripe_base;
+    let data_start = if log_end <= base {
+        base
+    } else {
+        base + (log_end - base).div_ceil(stripe) * stripe
+    };
+    let seg_bytes = stripe * (2 * MIB).div_ceil(stripe);
+    let count = size.saturating_sub(data_start) / seg_bytes;
+    if count < 4 {
+        return Err(OpenError::Unsuitable(format!(
+            "{size} bytes leave room for {count} data segments of {seg_bytes} bytes; at least 4 are needed"
+        )));
+    }
+    let mk = |kind, offset, length| Region {
+        kind,
+        offset,
+        length,
+    };
+    let rd = RegionDirectory {
+        regions: vec![
+            mk(RegionKind::HeaderA, format::HEADER_A, BLOCK as u64),
+            mk(RegionKind::HeaderB, format::HEADER_B, BLOCK as u64),
+            mk(RegionKind::RegdirA, REGDIR_A, BLOCK as u64),
+            mk(RegionKind::RegdirB, REGDIR_B, BLOCK as u64),
+            mk(RegionKind::Recovery, RECOVERY, BLOCK as u64),
+            mk(RegionKind::KeyslotsA, KEYSLOTS_A, KEYSLOTS_LEN),
+            mk(RegionKind::KeyslotsB, KEYSLOTS_B, KEYSLOTS_LEN),
+            mk(RegionKind::Metadata, META_START, meta),
+            mk(RegionKind::Log, log_start, log),
+            mk(RegionKind::Data, data_start, count * seg_bytes),
+        ],
+        segment_bytes: seg_bytes,
+    };
+    rd.validate(size)?;
+    Ok(rd)
+}
+
+fn seg_layout(rd: &RegionDirectory) -> SegmentLayout {
+    let data = rd.get(RegionKind::Data).unwrap_or(Region {
+        kind: RegionKind::Data,
+        offset: 0,
+        length: 0,
+    });
+    let log = rd.get(RegionKind::Log).unwrap_or(Region {
+        kind: RegionKind::Log,
+        offset: 0,
+        length: 0,
+    });
+    SegmentLayout {
+        data_start: data.offset,
+        seg_bytes: rd.segment_bytes,
+        count: data.length / rd.segment_bytes,
+        log_start: log.offset,
+        log_len: log.length,
+    }
+}
+
+/// The header seal over header bytes 0..176 and the region directory block.
+fn compute_seal(keys: &KeySchedule, header: &Header, regdir_block: &[u8]) -> [u8; 32] {
+    let b = header.encode();
+    keys.seal_mac(&[&b[..format::SEALED_HEADER_BYTES], regdir_block])
+}
+
+/// Seals a policy with the policy key (random nonce: policy writes are rare).
+pub(crate) fn seal_policy(keys: &KeySchedule, vde: &Uuid, scope: u64, p: &Policy) -> Vec<u8> {
+    let mut nonce = [0u8; 12];
+    let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
+    let aad = policy_aad(vde, scope);
+    let mut buf = policy::encode(p);
+    keys.policy.seal(nonce, &aad, &mut buf);
+    let mut out = nonce.to_vec();
+    out.extend_from_slice(&buf);
+    out
+}
+
+/// Opens a sealed policy; a policy that fails authentication was altered offline.
+pub(crate) fn open_policy(
+    keys: &KeySchedule,
+    vde: &Uuid,
+    scope: u64,
+    b: &[u8],
+) -> Result<Policy, VdeError> {
+    if b.is_empty() {
+        return Ok(Policy::default());
+    }
+    if b.len() < 12 + TAG_LEN {
+        return Err(VdeError::Corrupt("policy record too short".into()));
+    }
+    let mut nonce = [0u8; 12];
+    nonce.copy_from_slice(&b[..12]);
+    let mut buf = b[12..].to_vec();
+    let n = keys
+        .policy
+        .open(nonce, &policy_aad(vde, scope), &mut buf)
+        .map_err(|_| {
+            VdeError::Corrupt(
+                "a policy record fails authentication: it was altered without the key".into(),
+            )
+        })?;
+    policy::decode(&buf[..n]).map_err(VdeError::Corrupt)
+}
+
+fn policy_aad(vde: &Uuid, scope: u64) -> [u8; 32] {
+    let mut a = [0u8; 32];
+    a[..8].copy_from_slice(b"DWVD-POL");
+    a[8..24].copy_from_slice(vde.as_bytes());
+    a[24..32].copy_from_slice(&scope.to_le_bytes());
+    a
+}
+
+/// Scope of the VDE-level policy (containers use their id, which starts at 1).
+pub(crate) const VDE_SCOPE: u64 = 0;
+
+impl Inner {
+    // -------------------------------------------------------------------- creation and opening
+
+    pub(crate) fn format(
+        backing: Arc<dyn Backing>,
+        key: &MasterKey,
+        opts: &FormatOptions,
+    ) -> Result<Arc<Self>, OpenError> {
+        let g = backing.geometry();
+        let rd = plan_regions(&g, opts)?;
+        let uuid = Uuid::new_v4();
+        let created = now_secs();
+        let recovery = RecoveryBlock {
+            uuid,
+            created,
+            major: format::VERSION_MAJOR,
+            minor: format::VERSION_MINOR,
+            device_bytes: g.size,
+            label: opts.label.clone(),
+            contact: opts.admin_contact.clone(),
+            note: "This disk holds a DataWarehouse VDE (virtual disk environment). Its contents may be encrypted; \
+                   they open with the appliance's TPM, a recovery passphrase or a peer release. Contact the administrator above."
+                .into(),
+        };
+        recovery.validate()?;
+        let keys = KeySchedule::new(key, &[]);
+        let rd_block = rd.encode();
+        let rc_block = recovery.encode();
+        let mut header = Header {
+            major: format::VERSION_MAJOR,
+            minor: format::VERSION_MINOR,
+            incompat: format::INCOMPAT_SEGMENTS,
+            ro_compat: 0,
+            compat: 0,
+            min_reader: 1,
+            min_writer: 1,
+            uuid,
+            created,
+            generation: 1,
+            device_bytes: g.size,
+            key_generation: key.generation(),
+            regdir_hash: *blake3::hash(&rd_block).as_bytes(),
+            recovery_mac: keys.seal_mac(&[&rc_block]),
+            seal: [0; 32],
+        };
+        header.seal = compute_seal(&keys, &header, &rd_block);
+        let dev = backing.dev();
+        // Clear what an earlier occupant left in the fixed area, metadata slots and log head.
+        let zeros = AlignedBuf::zeroed(ulen(META_START));
+        dev.write_at(&zeros, 0)?;
+        let meta = rd.get(RegionKind::Metadata).map_or(0, |r| r.offset);
+        let log = rd.get(RegionKind::Log).map_or(
+            Region {
+                kind: RegionKind::Log,
+                offset: 0,
+                length: 0,
+            },
+            |r| r,
+        );
+        dev.write_at(&zeros[..2 * BLOCK], meta)?;
+        let mut at = log.offset;
+        let chunk = zeros.len() as u64;
+        while at < log.offset + log.length {
+            let n = chunk.min(log.offset + log.length - at);
+            dev.write_at(&zeros[..ulen(n)], at)?;
+            at += n;
+        }
+        dev.write_at(&AlignedBuf::from_slice(&rc_block), RECOVERY)?;
+        dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_A)?;
+        dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_B)?;
+        dev.write_at(&AlignedBuf::from_slice(&header.encode()), format::HEADER_A)?;
+        dev.flush()?;
+        dev.write_at(&AlignedBuf::from_slice(&header.encode()), format::HEADER_B)?;
+        dev.flush()?;
+        let inner = Self::start(backing, header, rd, recovery, keys, None, true)?;
+        {
+            let sealed = seal_policy(&inner.keys.read(), &inner.uuid, VDE_SCOPE, &opts.policy);
+            let (_, txg) = inner
+                .txn(|t| {
+                    let mut m = t.tx.open_table(META)?;
+                    m.insert("vde_policy", sealed.as_slice())?;
+                    Ok(())
+                })
+                .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            inner
+                .sync(txg)
+                .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            *inner.vde_policy.write() = opts.policy;
+        }
+        tracing::info!(
+            "formatted VDE {uuid} ({} bytes, {} data segments)",
+            g.size,
+            inner.segs.layout.count
+        );
+        Ok(inner)
+    }
+
+    /// Reads the header, region directory and recovery block without keys.
+    pub(crate) fn probe(
+        backing: &dyn Backing,
+    ) -> Result<(Header, RegionDirectory, Option<RecoveryBlock>, Vec<String>), OpenError> {
+        let mut notes = Vec::new();
+        let a = read_block(backing, format::HEADER_A).map(|b| Header::decode(&b));
+        let b = read_block(backing, format::HEADER_B).map(|b| Header::decode(&b));
+        let (a, b) = (a?, b?);
+        let header = match (&a, &b) {
+            (Ok(x), Ok(y)) => {
+                if x != y {
+                    notes.push("header copies differ; using the newer".into());
+                }
+                if y.generation > x.generation {
+                    y.clone()
+                } else {
+                    x.clone()
+                }
+            }
+            (Ok(x), Err(e)) | (Err(e), Ok(x)) => {
+                notes.push(format!(
+                    "a header copy is unusable ({e}); it will be repaired"
+                ));
+                x.clone()
+            }
+            (Err(FormatError::NoMagic(_)), Err(FormatError::NoMagic(_))) => {
+                return Err(OpenError::NotAVde);
+            }
+            (Err(ea), Err(eb)) => {
+                return Err(OpenError::HeaderDamaged {
+                    a: ea.to_string(),
+                    b: eb.to_string(),
+                });
+            }
+        };
+        let mut regdir = None;
+        let mut rd_errs = Vec::new();
+        for at in [REGDIR_A, REGDIR_B] {
+            let blk = read_block(backing, at)?;
+            if *blake3::hash(&blk).as_bytes() != header.regdir_hash {
+                rd_errs.push(format!("copy at {at} does not match the header"));
+                continue;
+            }
+            match RegionDirectory::decode(&blk, header.device_bytes) {
+                Ok(rd) => {
+                    regdir.get_or_insert(rd);
+                }
+                Err(e) => rd_errs.push(e.to_string()),
+            }
+        }
+        let Some(regdir) = regdir else {
+            return Err(OpenError::HeaderDamaged {
+                a: "region directory unusable".into(),
+                b: rd_errs.join("; "),
+            });
+        };
+        if !rd_errs.is_empty() {
+            notes.push(format!(
+                "a region directory copy is unusable ({}); it will be repaired",
+                rd_errs.join("; ")
+            ));
+        }
+        let recovery = match read_block(backing, RECOVERY).map(|b| RecoveryBlock::decode(&b)) {
+            Ok(Ok(r)) => Some(r),
+            Ok(Err(e)) => {
+                notes.push(format!("recovery block unusable: {e}"));
+                None
+            }
+            Err(e) => return Err(e.into()),
+        };
+        Ok((header, regdir, recovery, notes))
+    }
+
+    pub(crate) fn open(
+        backing: Arc<dyn Backing>,
+        key: &MasterKey,
+        older: &[MasterKey],
+        read_only: bool,
+    ) -> Result<Arc<Self>, OpenError> {
+        let (header, regdir, recovery, notes) = Self::probe(backing.as_ref())?;
+        for n in &notes {
+            tracing::warn!("VDE {}: {n}", header.uuid);
+        }
+        let g = backing.geometry();
+        if g.size < header.device_bytes {
+            return Err(OpenError::Unsuitable(format!(
+                "the VDE spans {} bytes but the device has {}",
+                header.device_bytes, g.size
+            )));
+        }
+        let keys = KeySchedule::new(key, older);
+        let rd_block = regdir.encode();
+        if compute_seal(&keys, &header, &rd_block) != header.seal {
+            return Err(OpenError::SealMismatch);
+        }
+        let recovery = match recovery {
+            Some(r) if keys.seal_mac(&[&r.encode()]) == header.recovery_mac => r,
+            Some(_) => {
+                return Err(OpenError::Recovery(
+                    "the emergency recovery block was altered without the key (its seal does not verify)".into(),
+                ));
+            }
+            None => {
+                return Err(OpenError::Recovery(
+                    "the emergency recovery block is damaged".into(),
+                ));
+            }
+        };
+        let ro = if read_only {
+            Some("opened read-only".to_owned())
+        } else if header.ro_compat & !format::RO_COMPAT_KNOWN != 0 {
+            Some(format!(
+                "it uses read-only-compatible features {:#x} this software cannot write",
+                header.ro_compat
+            ))
+        } else {
+            None
+        };
+        // Repair a damaged or stale copy of the header or directory now that the seal verified.
+        if ro.is_none() && !notes.is_empty() {
+            let dev = backing.dev();
+            dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_A)?;
+            dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_B)?;
+            dev.write_at(&AlignedBuf::from_slice(&header.encode()), format::HEADER_A)?;
+            dev.flush()?;
+            dev.write_at(&AlignedBuf::from_slice(&header.encode()), format::HEADER_B)?;
+            dev.flush()?;
+            tracing::info!(
+                "VDE {}: repaired header/region directory copies",
+                header.uuid
+            );
+        }
+        Self::start(backing, header, regdir, recovery, keys, ro, false)
+    }
+
+    /// Opens the metadata store, recovers segments and the free queue, reserves ids.
+    fn start(
+        backing: Arc<dyn Backing>,
+        header: Header,
+        regdir: RegionDirectory,
+        recovery: RecoveryBlock,
+        keys: KeySchedule,
+        read_only: Option<String>,
+        fresh: bool,
+    ) -> Result<Arc<Self>, OpenError> {
+        let meta = regdir
+            .get(RegionKind::Metadata)
+            .ok_or_else(|| OpenError::Unsuitable("no metadata region".into()))?;
+        let be = MetaBackend::open(Arc::clone(&backing), meta.offset, meta.length)
+            .map_err(|e| OpenError::Metadata(e.to_string()))?;
+        let db = Database::builder()
+            .set_cache_size(64 << 20)
+            .create_with_backend(be)
+            .map_err(|e| OpenError::Metadata(e.to_string()))?;
+        let state;
+        let mut used = Vec::new();
+        let mut open_segs = Vec::new();
+        let mut vde_policy = Policy::default();
+        if fresh {
+            state = StateRecord {
+                next_container: 1,
+                next_inode: 1,
+                extent_id_limit: 1,
+                txg: 0,
+                log_checkpoint: 0,
+                healed: 0,
+            };
+            let tx = db
+                .begin_write()
+                .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            {
+                let mut m = tx
+                    .open_table(META)
+                    .map_err(|e| OpenError::Metadata(e.to_string()))?;
+                m.insert("state", state.encode().as_slice())
+                    .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            }
+            create_tables(&tx).map_err(|e| OpenError::Metadata(e.to_string()))?;
+            tx.commit()
+                .map_err(|e| OpenError::Metadata(e.to_string()))?;
+        } else {
+            let rx = db
+                .begin_read()
+                .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            let m = rx
+                .open_table(META)
+                .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            let s = m
+                .get("state")
+                .map_err(|e| OpenError::Metadata(e.to_string()))?
+                .ok_or_else(|| OpenError::Metadata("no state record".into()))?;
+            state =
+                StateRecord::decode(s.value()).map_err(|e| OpenError::Metadata(e.to_string()))?;
+            if let Some(p) = m
+                .get("vde_policy")
+                .map_err(|e| OpenError::Metadata(e.to_string()))?
+            {
+                vde_policy = open_policy(&keys, &header.uuid, VDE_SCOPE, p.value())
+                    .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            }
+            let segs = rx
+                .open_table(SEGMENTS)
+                .map_err(|e| OpenError::Metadata(e.to_string()))?;
+            for r in segs
+                .iter()
+                .map_err(|e| OpenError::Metadata(e.to_string()))?
+            {
+                let (k, v) = r.map_err(|e| OpenError::Metadata(e.to_string()))?;
+                let rec = SegmentRecord::decode(v.value())
+                    .map_err(|e| OpenError::Metadata(e.to_string()))?;
+                used.push(k.value());
+                if rec.state == SEG_OPEN && rec.logged > 0 {
+                    open_segs.push((k.value(), rec.logged));
+                }
+            }
+        }
+        let layout = seg_layout(&regdir);
+        let segs = Segments::new(
+            Arc::clone(&backing),
+            layout,
+            header.uuid,
+            &used,
+            state.log_checkpoint,
+        );
+        if !open_segs.is_empty() {
+            segs.recover(&open_segs, state.log_checkpoint)
+                .map_err(|e| OpenError::Recovery(e.to_string()))?;
+        }
+        let inner = Arc::new(Self {
+            uuid: header.uuid,
+            backing,
+            header: Mutex::new(header),
+            regdir,
+            recovery: Mutex::new(recovery),
+            keys: RwLock::new(keys),
+            db,
+            segs,
+            ids: Mutex::new(Ids {
+                next_extent: state.extent_id_limit,
+                extent_limit: state.extent_id_limit,
+                next_inode: state.next_inode,
+                inode_limit: state.next_inode,
+            }),
+            sync: Mutex::new(SyncState {
+                durable: state.txg,
+                leader: false,
+            }),
+            sync_cv: Condvar::new(),
+            vde_policy: RwLock::new(vde_policy),
+            healed: AtomicU64::new(state.healed),
+            pins: Mutex::new(HashMap::new()),
+            read_only,
+        });
+        if inner.read_only.is_none() {
+            let rec = |e: VdeError| OpenError::Recovery(e.to_string());
+            if !open_segs.is_empty() {
+                // Put the recovered segments in place (padded) before the log is reused.
+                inner.segs.seal_all().map_err(rec)?;
+                let t = inner.durable_commit().map_err(rec)?;
+                inner.sync.lock().durable = t;
+                tracing::warn!(
+                    "VDE {}: recovered {} open segments from the intent log",
+                    inner.uuid,
+                    open_segs.len()
+                );
+            }
+            // Inodes a crash left half-written are freed.
+            let (_, txg) = inner
+                .txn(|t| {
+                    let mut w = t.tx.open_table(WRITING)?;
+                    let mut q = t.tx.open_table(FREE_QUEUE)?;
+                    let stale: Vec<u64> = w
+                        .iter()?
+                        .filter_map(Result::ok)
+                        .map(|(k, _)| k.value())
+                        .collect();
+                    for i in stale {
+                        w.remove(i)?;
+                        q.insert(i, now_secs())?;
+                    }
+                    Ok(())
+                })
+                .map_err(rec)?;
+            inner.sync(txg).map_err(rec)?;
+            inner.reserve_ids().map_err(rec)?;
+            inner.drain_free_queue().map_err(rec)?;
+        }
+        Ok(inner)
+    }
+
+    // -------------------------------------------------------------------- transactions
+
+    pub(crate) fn writable(&self) -> Result<(), VdeError> {
+        match &self.read_only {
+            Some(r) => Err(VdeError::ReadOnly(r.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs `f` in a write transaction committed without durability; returns its result and
+    /// txg. Durability comes with [`Inner::sync`].
+    pub(crate) fn txn<T>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, VdeError>,
+    ) -> Result<(T, u64), VdeError> {
+        self.writable()?;
+        let mut tx = self.db.begin_write()?;
+        tx.set_durability(redb::Durability::None)?;
+        let mut state = read_state(&tx)?;
+        state.txg += 1;
+        let mut t = Txn {
+            tx,
+            txg: state.txg,
+            released: Vec::new(),
+            inner: self,
+        };
+        let out = f(&mut t)?;
+        let Txn {
+            tx, txg, released, ..
+        } = t;
+        {
+            // Re-read: the closure may have changed counters.
+            let mut s = read_state(&tx)?;
+            s.txg = txg;
+            s.healed = self.healed.load(Ordering::Relaxed);
+            let mut m = tx.open_table(META)?;
+            m.insert("state", s.encode().as_slice())?;
+        }
+        tx.commit()?;
+        for seg in released {
+            self.segs.release(seg);
+        }
+        Ok((out, txg))
+    }
+
+    /// Makes every transaction up to `txg` durable (group commit).
+    pub(crate) fn sync(&self, txg: u64) -> Result<(), VdeError> {
+        let mut st = self.sync.lock();
+        loop {
+            if st.durable >= txg {
+                return Ok(());
+            }
+            if st.leader {
+                self.sync_cv.wait(&mut st);
+                continue;
+            }
+            st.leader = true;
+            drop(st);
+            let r = self.durable_commit();
+            st = self.sync.lock();
+            st.leader = false;
+            self.sync_cv.notify_all();
+            match r {
+                Ok(t) => st.durable = st.durable.max(t),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Makes everything committed so far durable; returns the txg it covers.
+    pub(crate) fn durable_commit(&self) -> Result<u64, VdeError> {
+        let mut tx = self.db.begin_write()?;
+        tx.set_two_phase_commit(true);
+        let mut state = read_state(&tx)?;
+        state.txg += 1;
+        let changes = self.segs.prepare_commit(state.log_checkpoint)?;
+        let mut released = Vec::new();
+        let applied = (|| -> Result<(), VdeError> {
+            let mut segs = tx.open_table(SEGMENTS)?;
+            for &(seg, logged) in &changes.open {
+                let mut r = match segs.get(seg)? {
+                    Some(v) => SegmentRecord::decode(v.value())
+                        .map_err(|e| VdeError::Corrupt(e.to_string()))?,
+                    None => SegmentRecord {
+                        state: SEG_OPEN,
+                        live_bytes: 0,
+                        logged: 0,
+                    },
+                };
+                r.state = SEG_OPEN;
+                r.logged = logged;
+                segs.insert(seg, r.encode().as_slice())?;
+            }
+            for &seg in &changes.sealed {
+                let rec = segs.get(seg)?.map(|v| SegmentRecord::decode(v.value()));
+                if let Some(r) = rec {
+                    let mut r = r.map_err(|e| VdeError::Corrupt(e.to_string()))?;
+                    if r.live_bytes == 0 {
+                        segs.remove(seg)?;
+                        released.push(seg);
+                    } else {
+                        r.state = SEG_SEALED;
+                        r.logged = 0;
+                        segs.insert(seg, r.encode().as_slice())?;
+                    }
+                }
+            }
+            state.log_checkpoint = changes.log_checkpoint;
+            state.healed = self.healed.load(Ordering::Relaxed);
+            let mut m = tx.open_table(META)?;
+            m.insert("state", state.encode().as_slice())?;
+            Ok(())
+        })();
+        if let Err(e) = applied {
+            self.segs.commit_failed(&changes);
+            return Err(e);
+        }
+        match tx.commit() {
+            Ok(()) => {
+                self.segs.committed(&changes);
+                for s in released {
+                    self.segs.release(s);
+                }
+                Ok(state.txg)
+            }
+            Err(e) => {
+                self.segs.commit_failed(&changes);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Bytes the metadata store occupies.
+    pub(crate) fn meta_used(&self) -> u64 {
+        self.db
+            .begin_write()
+            .ok()
+            .and_then(|tx| {
+                tx.stats()
+                    .ok()
+                    .map(|s| s.allocated_pages() * s.page_size() as u64)
+            })
+            .unwrap_or(0)
+    }
+
+    /// The latest committed txg (durable or not).
+    pub(crate) fn current_txg(&self) -> Result<u64, VdeError> {
+        let rx = self.db.begin_read()?;
+        let m = rx.open_table(META)?;
+        let s = m
+            .get("state")?
+            .ok_or_else(|| VdeError::Corrupt("no state record".into()))?;
+        Ok(StateRecord::decode(s.value())
+            .map_err(|e| VdeError::Corrupt(e.to_string()))?
+            .txg)
+    }
+
+    // -------------------------------------------------------------------- ids
+
+    /// Makes sure ids can be handed out (durably raising the reservation when needed).
+    fn reserve_ids(&self) -> Result<(), VdeError> {
+        let (need_ext, need_ino) = {
+            let ids = self.ids.lock();
+            (
+                ids.next_extent + 1 >= ids.extent_limit,
+                ids.next_inode + 1 >= ids.inode_limit,
+            )
+        };
+        if !need_ext && !need_ino {
+            return Ok(());
+        }
+        let (limits, txg) = self.txn(|t| {
+            let mut s = read_state(&t.tx)?;
+            let ids = self.ids.lock();
+            if need_ext {
+                s.extent_id_limit = s.extent_id_limit.max(ids.next_extent) + ID_BLOCK;
+            }
+            if need_ino {
+                s.next_inode = s.next_inode.max(ids.next_inode) + ID_BLOCK;
+            }
+            drop(ids);
+            let mut m = t.tx.open_table(META)?;
+            m.insert("state", s.encode().as_slice())?;
+            Ok((s.extent_id_limit, s.next_inode))
+        })?;
+        self.sync(txg)?;
+        let mut ids = self.ids.lock();
+        ids.extent_limit = limits.0;
+        ids.inode_limit = limits.1;
+        Ok(())
+    }
+
+    pub(crate) fn next_extent_id(&self) -> Result<u64, VdeError> {
+        loop {
+            {
+                let mut ids = self.ids.lock();
+                if ids.next_extent < ids.extent_limit {
+                    let id = ids.next_extent;
+                    ids.next_extent += 1;
+                    return Ok(id);
+                }
+            }
+            self.reserve_ids()?;
+        }
+    }
+
+    pub(crate) fn next_inode(&self) -> Result<u64, VdeError> {
+        loop {
+            {
+                let mut ids = self.ids.lock();
+                if ids.next_inode < ids.inode_limit {
+                    let id = ids.next_inode;
+                    ids.next_inode += 1;
+                    return Ok(id);
+                }
+            }
+            self.reserve_ids()?;
+        }
+    }
+
+    // -------------------------------------------------------------------- pins
+
+    pub(crate) fn pin(&self, inode: u64) {
+        *self.pins.lock().entry(inode).or_insert(0) += 1;
+    }
+
+    pub(crate) fn unpin(&self, inode: u64) {
+        let mut p = self.pins.lock();
+        if let Some(n) = p.get_mut(&inode) {
+            *n -= 1;
+            if *n == 0 {
+                p.remove(&inode);
+            }
+        }
+    }
+
+    fn pinned(&self, inode: u64) -> bool {
+        self.pins.lock().contains_key(&inode)
+    }
+
+    /// Frees the extents of queued inodes in bounded transactions (skipping pinned ones).
+    pub(crate) fn drain_free_queue(&self) -> Result<(), VdeError> {
+        // Bounded: each round frees at least one batch or finds nothing to do.
+        for _ in 0..1_000_000 {
+            let (progress, txg) = self.txn(|t| {
+                let queued: Vec<u64> = {
+                    let q = t.tx.open_table(FREE_QUEUE)?;
+                    q.iter()?
+                        .filter_map(Result::ok)
+                        .map(|(k, _)| k.value())
+                        .collect()
+                };
+                for inode in queued {
+                    if t.inner.pinned(inode) {
+                        continue;
+                    }
+                    let done = t.free_inode_extents(inode, FREE_BATCH)?;
+                    if done {
+                        t.tx.open_table(FREE_QUEUE)?.remove(inode)?;
+                        t.tx.open_table(INODES)?.remove(inode)?;
+                    }
+                    return Ok(true);
+                }
+                Ok(false)
+            })?;
+            if !progress {
+                return Ok(());
+            }
+            let _ = txg;
+        }
+        Ok(())
+    }
+
+    // -------------------------------------------------------------------- data path
+
+    /// Encodes one record (compress, encrypt, checksum) and places it; returns its extent.
+    pub(crate) fn write_record(
+        &self,
+        plain: &[u8],
+        container: u64,
+        inode: u64,
+        offset: u64,
+        compression: Compression,
+        encryption: Encryption,
+    ) -> Result<ExtentRecord, VdeError> {
+        let extent_id = self.next_extent_id()?;
+        let mut flags = 0u8;
+        let mut stored: Vec<u8> = match compression {
+            Compression::Zstd(level) => {
+                let c = compress(plain, i32::from(level));
+                // Keep it only when it saves at least 1/8: otherwise reading costs more than
+                // the space is worth.
+                match c {
+                    Some(c) if c.len() <= plain.len() - plain.len() / 8 => {
+                        flags |= records::EXT_COMPRESSED;
+                        c
+                    }
+                    _ => plain.to_vec(),
+                }
+            }
+            Compression::None => plain.to_vec(),
+        };
+        let keys = self.keys.read();
+        let generation = keys.current;
+        if encryption == Encryption::Aes256Gcm {
+            let k = keys
+                .data_key(generation)
+                .ok_or(VdeError::MissingKey(generation))?;
+            k.seal(
+                extent_nonce(extent_id, generation),
+                &extent_aad(&self.uuid, container, inode, offset, extent_id),
+                &mut stored,
+            );
+            flags |= records::EXT_ENCRYPTED;
+        }
+        drop(keys);
+        let checksum = *blake3::hash(&stored).as_bytes();
+        let addr = self.segs.append(&stored)?;
+        Ok(ExtentRecord {
+            flags,
+            key_generation: generation,
+            addr,
+            stored_len: u32::try_from(stored.len())
+                .map_err(|_| VdeError::Invalid("record too large".into()))?,
+            logical_len: u32::try_from(plain.len())
+                .map_err(|_| VdeError::Invalid("record too large".into()))?,
+            extent_id,
+            checksum,
+            death: LIVE,
+        })
+    }
+
+    /// Reads and decodes an extent; verifies its checksum (when `verify`, or always when it
+    /// is encrypted and fails to authenticate) and heals from redundancy.
+    pub(crate) fn read_record(
+        &self,
+        e: &ExtentRecord,
+        container: u64,
+        inode: u64,
+        offset: u64,
+        verify: bool,
+    ) -> Result<Vec<u8>, VdeError> {
+        let padded = u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64;
+        let mut buf = AlignedBuf::zeroed(ulen(padded));
+        if !self.segs.read_buffered(e.addr, &mut buf) {
+            self.backing.dev().read_at(&mut buf, e.addr)?;
+        }
+        let stored = ulen(u64::from(e.stored_len));
+        let mut data = if verify && *blake3::hash(&buf[..stored]).as_bytes() != e.checksum {
+            self.heal(e, padded)?
+        } else {
+            buf[..stored].to_vec()
+        };
+        match self.decode_stored(&mut data, e, container, inode, offset) {
+            Ok(plain) => Ok(plain),
+            Err(VdeError::Corrupt(_)) if !verify => {
+                // Unverified read whose decryption or decompression failed: heal and retry.
+                let mut healed = self.heal(e, padded)?;
+                self.decode_stored(&mut healed, e, container, inode, offset)
+            }
+            Err(err) => Err(err),
+        }
+    }
+
+    /// Asks the backing for its other reconstructions of the extent and keeps the one that
+    /// matches the checksum, writing it back.
+    fn heal(&self, e: &ExtentRecord, padded: u64) -> Result<Vec<u8>, VdeError> {
+        let stored = ulen(u64::from(e.stored_len));
+        let alts = self.backing.alternatives(e.addr, padded)?;
+        let tried = alts.len();
+        for alt in alts {
+            if alt.len() >= stored && *blake3::hash(&alt[..stored]).as_bytes() == e.checksum {
+                self.backing.repair(e.addr, &alt)?;
+                self.healed.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    "VDE {}: checksum failure at device offset {} healed from redundancy",
+                    self.uuid,
+                    e.addr
+                );
+                return Ok(alt[..stored].to_vec());
+            }
+        }
+        Err(VdeError::Unrecoverable {
+            addr: e.addr,
+            len: u64::from(e.stored_len),
+            detail: if tried == 0 {
+                "the device has no redundancy to heal from".into()
+            } else {
+                format!("none of {tried} reconstructions matched")
+            },
+        })
+    }
+
+    fn decode_stored(
+        &self,
+        data: &mut Vec<u8>,
+        e: &ExtentRecord,
+        container: u64,
+        inode: u64,
+        offset: u64,
+    ) -> Result<Vec<u8>, VdeError> {
+        if e.flags & records::EXT_ENCRYPTED != 0 {
+            let keys = self.keys.read();
+            let k = keys
+                .data_key(e.key_generation)
+                .ok_or(VdeError::MissingKey(e.key_generation))?;
+            let n = k
+                .open(
+                    extent_nonce(e.extent_id, e.key_generation),
+                    &extent_aad(&self.uuid, container, inode, offset, e.extent_id),
+                    data,
+                )
+                .map_err(|_| {
+                    VdeError::Corrupt(format!("extent at {} fails authentication", e.addr))
+                })?;
+            data.truncate(n);
+        }
+        let logical = ulen(u64::from(e.logical_len));
+        if e.flags & records::EXT_COMPRESSED != 0 {
+            let out = zstd::bulk::decompress(data, logical).map_err(|err| {
+                VdeError::Corrupt(format!("extent at {} does not decompress: {err}", e.addr))
+            })?;
+            if out.len() != logical {
+                return Err(VdeError::Corrupt(format!(
+                    "extent at {} decompresses to the wrong size",
+                    e.addr
+                )));
+            }
+            return Ok(out);
+        }
+        if data.len() != logical {
+            return Err(VdeError::Corrupt(format!(
+                "extent at {} has the wrong size",
+                e.addr
+            )));
+        }
+        Ok(std::mem::take(data))
+    }
+
+    // -------------------------------------------------------------------- key slots
+
+    pub(crate) fn keyslots(backing: &dyn Backing) -> Result<Option<(u64, Vec<u8>)>, VdeError> {
+        let mut best: Option<(u64, Vec<u8>)> = None;
+        for at in [KEYSLOTS_A, KEYSLOTS_B] {
+            let mut area = AlignedBuf::zeroed(ulen(KEYSLOTS_LEN));
+            backing.dev().read_at(&mut area, at)?;
+            let Ok((generation, len, hash)) = format::decode_keyslots_header(&area[..BLOCK]) else {
+                continue;
+            };
+            let blob = &area[BLOCK..BLOCK + len];
+            if *blake3::hash(blob).as_bytes() == hash
+                && best.as_ref().is_none_or(|b| generation > b.0)
+            {
+                best = Some((generation, blob.to_vec()));
+            }
+        }
+        Ok(best)
+    }
+
+    pub(crate) fn write_keyslots(backing: &dyn Backing, blob: &[u8]) -> Result<(), VdeError> {
+        if blob.len() > KEYSLOTS_MAX_BLOB {
+            return Err(VdeError::Invalid(format!(
+                "key-slot data of {} bytes exceeds {KEYSLOTS_MAX_BLOB}",
+                blob.len()
+            )));
+        }
+        // Overwrite the older copy (or the invalid one), so a torn write leaves the newer.
+        let mut gens = [None, None];
+        for (i, at) in [KEYSLOTS_A, KEYSLOTS_B].into_iter().enumerate() {
+            let blk = read_block(backing, at)?;
+            gens[i] = format::decode_keyslots_header(&blk).ok().map(|x| x.0);
+        }
+        let next = gens.iter().flatten().max().map_or(1, |g| g + 1);
+        let target = match gens {
+            [None, _] => KEYSLOTS_A,
+            [_, None] => KEYSLOTS_B,
+            [Some(a), Some(b)] => {
+                if a <= b {
+                    KEYSLOTS_A
+                } else {
+                    KEYSLOTS_B
+                }
+            }
+        };
+        let framed = format::encode_keyslots(next, blob);
+        backing
+            .dev()
+            .write_at(&AlignedBuf::from_slice(&framed), target)?;
+        backing.dev().flush()?;
+        Ok(())
+    }
+}
+
+fn create_tables(tx: &WriteTransaction) -> Result<(), redb::TableError> {
+    tx.open_table(records::CONTAINERS)?;
+    tx.open_table(records::CONTAINER_IDS)?;
+    tx.open_table(records::OBJECTS)?;
+    tx.open_table(INODES)?;
+    tx.open_table(records::EXTENTS)?;
+    tx.open_table(SEGMENTS)?;
+    tx.open_table(records::SNAPSHOTS)?;
+    tx.open_table(records::UPLOADS)?;
+    tx.open_table(records::PARTS)?;
+    tx.open_table(WRITING)?;
+    tx.open_table(FREE_QUEUE)?;
+    Ok(())
+}
+
+pub(crate) fn read_state(tx: &WriteTransaction) -> Result<StateRecord, VdeError> {
+    let m = tx.open_table(META)?;
+    let s = m
+        .get("state")?
+        .ok_or_else(|| VdeError::Corrupt("no state record".into()))?;
+    StateRecord::decode(s.value()).map_err(|e| VdeError::Corrupt(e.to_string()))
+}
+
+thread_local! {
+    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
+}
+
+/// zstd with a per-thread context (creating one per record costs more than compressing 4 KiB).
+fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
+    ZSTD.with(|c| {
+        let mut c = c.borrow_mut();
+        if c.as_ref().is_none_or(|(l, _)| *l != level) {
+            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
+        }
+        c.as_mut().and_then(|(_, z)| z.compress(plain).ok())
+    })
+}
+
+/// A write transaction with the VDE's helpers.
+pub(crate) struct Txn<'a> {
+    pub tx: WriteTransaction,
+    pub txg: u64,
+    released: Vec<u64>,
+    pub inner: &'a Inner,
+}
+
+impl Txn<'_> {
+    /// Accounts a new extent in its segment.
+    pub(crate) fn add_extent_space(&mut self, e: &ExtentRecord) -> Result<(), VdeError> {
+        let seg = self.inner.segs.layout.segment_of(e.addr).ok_or_else(|| {
+            VdeError::Corrupt(format!("extent address {} outside the data region", e.addr))
+        })?;
+        let padded = u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64;
+        let mut t = self.tx.open_table(SEGMENTS)?;
+        let mut r = match t.get(seg)? {
+            Some(v) => {
+                SegmentRecord::decode(v.value()).map_err(|e| VdeError::Corrupt(e.to_string()))?
+            }
+            None => SegmentRecord {
+                state: SEG_OPEN,
+                live_bytes: 0,
+                logged: 0,
+            },
+        };
+        r.live_bytes += padded;
+        t.insert(seg, r.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Releases an extent's space; a sealed segment left empty becomes free once this
+    /// transaction is durable.
+    pub(crate) fn free_extent_space(&mut self, e: &ExtentRecord) -> Result<(), VdeError> {
+        let Some(seg) = self.inner.segs.layout.segment_of(e.addr) else {
+            return Err(VdeError::Corrupt(format!(
+                "extent address {} outside the data region",
+                e.addr
+            )));
+        };
+        let padded = u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64;
+        let mut t = self.tx.open_table(SEGMENTS)?;
+        let Some(v) = t.get(seg)? else {
+            return Err(VdeError::Corrupt(format!(
+                "extent in segment {seg}, which is not in use"
+            )));
+        };
+        let mut r =
+            SegmentRecord::decode(v.value()).map_err(|e| VdeError::Corrupt(e.to_string()))?;
+        drop(v);
+        r.live_bytes = r.live_bytes.saturating_sub(padded);
+        if r.live_bytes == 0 && r.state == SEG_SEALED {
+            t.remove(seg)?;
+            self.released.push(seg);
+        } else {
+            t.insert(seg, r.encode().as_slice())?;
+        }
+        Ok(())
+    }
+
+    /// Frees up to `max` extents of `inode`; true when none are left.
+    pub(crate) fn free_inode_extents(&mut self, inode: u64, max: usize) -> Result<bool, VdeError> {
+        let batch: Vec<((u64, u64, u64), ExtentRecord)> = {
+            let t = self.tx.open_table(records::EXTENTS)?;
+            let mut out = Vec::new();
+            for r in t.range((inode, 0, 0)..=(inode, u64::MAX, u64::MAX))? {
+                let (k, v) = r?;
+                out.push((
+                    k.value(),
+                    ExtentRecord::decode(v.value())
+                        .map_err(|e| VdeError::Corrupt(e.to_string()))?,
+                ));
+                if out.len() >= max {
+                    break;
+                }
+            }
+            out
+        };
+        let done = batch.len() < max;
+        for (k, e) in batch {
+            self.free_extent_space(&e)?;
+            self.tx.open_table(records::EXTENTS)?.remove(k)?;
+        }
+        Ok(done)
+    }
+
+    /// Reads an inode record.
+    pub(crate) fn inode(&self, inode: u64) -> Result<InodeRecord, VdeError> {
+        let t = self.tx.open_table(INODES)?;
+        let v = t
+            .get(inode)?
+            .ok_or_else(|| VdeError::Corrupt(format!("inode {inode} missing")))?;
+        InodeRecord::decode(v.value()).map_err(|e| VdeError::Corrupt(e.to_string()))
+    }
+
+    /// Writes an inode record.
+    pub(crate) fn put_inode(&mut self, inode: u64, r: &InodeRecord) -> Result<(), VdeError> {
+        self.tx
+            .open_table(INODES)?
+            .insert(inode, r.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// Drops a reference to an inode; at zero it is queued for freeing.
+    pub(crate) fn decref(&mut self, inode: u64) -> Result<(), VdeError> {
+        let mut r = self.inode(inode)?;
+        r.refs = r.refs.saturating_sub(1);
+        if r.refs == 0 {
+            self.tx.open_table(FREE_QUEUE)?.insert(inode, now_secs())?;
+        }
+        self.put_inode(inode, &r)
+    }
+}
