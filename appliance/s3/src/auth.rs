@@ -97,7 +97,8 @@ impl StaticAuth {
     /// Grants `access_key` the `level` on `bucket` (replacing an earlier grant).
     #[must_use]
     pub fn with_grant(mut self, access_key: &str, bucket: &str, level: Access) -> Self {
-        self.grants.insert((access_key.to_owned(), bucket.to_owned()), level);
+        self.grants
+            .insert((access_key.to_owned(), bucket.to_owned()), level);
         self
     }
 }
@@ -112,7 +113,9 @@ impl Authorizer for StaticAuth {
     }
 
     fn allowed(&self, access_key: &str, bucket: &BucketInfo, access: Access) -> bool {
-        let Some(k) = self.keys.get(access_key) else { return false };
+        let Some(k) = self.keys.get(access_key) else {
+            return false;
+        };
         if k.admin || bucket.owner == access_key {
             return true;
         }

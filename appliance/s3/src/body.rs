@@ -58,7 +58,9 @@ impl BodyError {
     /// The body verdict inside an I/O error produced by [`ObjectBody`], if that is what it is.
     #[must_use]
     pub fn from_io(e: &io::Error) -> Option<Self> {
-        e.get_ref().and_then(|inner| inner.downcast_ref::<Self>()).cloned()
+        e.get_ref()
+            .and_then(|inner| inner.downcast_ref::<Self>())
+            .cloned()
     }
 
     fn to_io(&self) -> io::Error {
@@ -70,7 +72,9 @@ impl From<BodyError> for ObjectStoreError {
     fn from(e: BodyError) -> Self {
         match e {
             BodyError::Truncated { .. } | BodyError::Client { .. } | BodyError::Timeout { .. } => {
-                Self::IncompleteBody { detail: e.to_string() }
+                Self::IncompleteBody {
+                    detail: e.to_string(),
+                }
             }
             BodyError::TooLarge { limit } => Self::EntityTooLarge {
                 size: limit.saturating_add(1),
@@ -180,7 +184,10 @@ const READER_CHUNK: usize = 256 * 1024;
 
 impl ObjectBody {
     /// A body fed by a channel from the async side (the S3 layer's bridge).
-    pub(crate) fn from_channel(rx: tokio::sync::mpsc::Receiver<BodyChunk>, limits: BodyLimits) -> Self {
+    pub(crate) fn from_channel(
+        rx: tokio::sync::mpsc::Receiver<BodyChunk>,
+        limits: BodyLimits,
+    ) -> Self {
         Self::new(Source::Channel(rx), limits)
     }
 
@@ -245,7 +252,9 @@ impl ObjectBody {
                         }
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => {
-                            return Err(BodyError::from_io(&e).unwrap_or(BodyError::Client { detail: e.to_string() }));
+                            return Err(BodyError::from_io(&e).unwrap_or(BodyError::Client {
+                                detail: e.to_string(),
+                            }));
                         }
                     }
                 }
@@ -367,7 +376,10 @@ mod tests {
         assert_eq!(read_all(&mut b).unwrap_or_default(), data.to_vec());
         let d = b.digest();
         assert_eq!(d.map(|d| d.size), Some(11));
-        assert_eq!(d.map(|d| d.etag()).as_deref(), Some("5eb63bbbe01eeed093cb22bb8f5acdc3"));
+        assert_eq!(
+            d.map(|d| d.etag()).as_deref(),
+            Some("5eb63bbbe01eeed093cb22bb8f5acdc3")
+        );
         assert!(b.verdict().failure().is_none());
     }
 
@@ -397,10 +409,19 @@ mod tests {
     fn long_body_is_rejected() {
         let mut b = ObjectBody::from_bytes(Bytes::from(vec![0u8; 1000]), BodyLimits::max(999));
         assert!(read_all(&mut b).is_err());
-        assert_eq!(b.verdict().failure(), Some(BodyError::TooLarge { limit: 999 }));
+        assert_eq!(
+            b.verdict().failure(),
+            Some(BodyError::TooLarge { limit: 999 })
+        );
         // The error maps to EntityTooLarge for the store.
-        let e: ObjectStoreError = read_all(&mut b).err().map(ObjectStoreError::from).unwrap_or(ObjectStoreError::BadDigest);
-        assert!(matches!(e, ObjectStoreError::EntityTooLarge { max: 999, .. }));
+        let e: ObjectStoreError = read_all(&mut b)
+            .err()
+            .map(ObjectStoreError::from)
+            .unwrap_or(ObjectStoreError::BadDigest);
+        assert!(matches!(
+            e,
+            ObjectStoreError::EntityTooLarge { max: 999, .. }
+        ));
     }
 
     #[test]
@@ -424,12 +445,17 @@ mod tests {
         let h = std::thread::spawn(move || {
             let _ = tx.blocking_send(Ok(Bytes::from_static(b"ab")));
             let _ = tx.blocking_send(Ok(Bytes::from_static(b"cd")));
-            let _ = tx.blocking_send(Err(BodyError::Client { detail: "gone".into() }));
+            let _ = tx.blocking_send(Err(BodyError::Client {
+                detail: "gone".into(),
+            }));
         });
         let mut b = ObjectBody::from_channel(rx, BodyLimits::max(100));
         let r = read_all(&mut b);
         assert!(r.is_err());
-        assert!(matches!(b.verdict().failure(), Some(BodyError::Client { .. })));
+        assert!(matches!(
+            b.verdict().failure(),
+            Some(BodyError::Client { .. })
+        ));
         let _ = h.join();
     }
 }

@@ -23,6 +23,9 @@ pub mod store;
 pub use auth::{Access, Authorizer, StaticAuth};
 pub use body::{BodyDigest, BodyError, BodyLimits, ObjectBody};
 pub use mem::MemStore;
-pub use server::{Acceptor, PlainTcp, RequestEvent, S3Config, S3Observer, ServeError, build_service, serve, serve_with};
+pub use server::{
+    Acceptor, PlainTcp, RequestEvent, S3Config, S3Observer, ServeError, build_service, serve,
+    serve_with,
+};
 pub use service::{S3Api, map_store_error};
 pub use store::{ObjectStore, ObjectStoreError};

@@ -39,11 +39,14 @@ where
         }
         let rolled = delimiter.and_then(|d| {
             let rest = &e.key[q.prefix.len()..];
-            rest.find(d).map(|pos| e.key[..q.prefix.len() + pos + d.len()].to_owned())
+            rest.find(d)
+                .map(|pos| e.key[..q.prefix.len() + pos + d.len()].to_owned())
         });
         match rolled {
             Some(cp) => {
-                if page.common_prefixes.last() == Some(&cp) || start_after.is_some_and(|sa| cp.as_str() <= sa) {
+                if page.common_prefixes.last() == Some(&cp)
+                    || start_after.is_some_and(|sa| cp.as_str() <= sa)
+                {
                     continue;
                 }
                 if count == q.max_keys {

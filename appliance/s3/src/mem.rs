@@ -17,15 +17,23 @@ use crate::body::ObjectBody;
 use crate::listing::paginate;
 use crate::parse::{check_completion, multipart_etag, resolve_range};
 use crate::store::{
-    BucketInfo, BucketLockConfig, CompletedPart, CreateBucketOptions, GetObject, ListEntry, ListPage, ListQuery,
-    MAX_LIST_KEYS, MetadataDirective, ObjectInfo, ObjectStore, ObjectStoreError, PartInfo, PartPage, PutOptions,
-    RangeRequest, Retention, RetentionMode, UploadInfo, UploadPage, UploadQuery,
+    BucketInfo, BucketLockConfig, CompletedPart, CreateBucketOptions, GetObject, ListEntry,
+    ListPage, ListQuery, MAX_LIST_KEYS, MetadataDirective, ObjectInfo, ObjectStore,
+    ObjectStoreError, PartInfo, PartPage, PutOptions, RangeRequest, Retention, RetentionMode,
+    UploadInfo, UploadPage, UploadQuery,
 };
 
 /// Segment size used when reading a body into memory.
 const SEGMENT: usize = 1024 * 1024;
 
 type Data = Arc<Vec<Bytes>>;
+
+/// Data and identity of an object about to be committed.
+struct NewData {
+    data: Data,
+    etag: String,
+    parts_count: Option<u32>,
+}
 
 #[derive(Debug, Clone)]
 struct MemObject {
@@ -64,11 +72,15 @@ pub struct MemStore {
 }
 
 fn data_len(d: &[Bytes]) -> u64 {
-    d.iter().map(|b| u64::try_from(b.len()).unwrap_or(u64::MAX)).fold(0, u64::saturating_add)
+    d.iter()
+        .map(|b| u64::try_from(b.len()).unwrap_or(u64::MAX))
+        .fold(0, u64::saturating_add)
 }
 
 /// Reads a body completely into segments; any read error aborts (nothing is stored).
-fn read_body(body: &mut ObjectBody) -> Result<(Vec<Bytes>, crate::body::BodyDigest), ObjectStoreError> {
+fn read_body(
+    body: &mut ObjectBody,
+) -> Result<(Vec<Bytes>, crate::body::BodyDigest), ObjectStoreError> {
     let mut segs = Vec::new();
     let mut buf = BytesMut::zeroed(SEGMENT);
     let mut filled = 0usize;
@@ -169,7 +181,9 @@ impl MemStore {
     fn check_quota(&self, used: u64, add: u64) -> Result<(), ObjectStoreError> {
         match self.quota {
             Some(q) if used.saturating_add(add) > q => Err(ObjectStoreError::QuotaExceeded {
-                detail: format!("storing {add} more bytes would exceed the quota of {q} bytes ({used} used)"),
+                detail: format!(
+                    "storing {add} more bytes would exceed the quota of {q} bytes ({used} used)"
+                ),
             }),
             _ => Ok(()),
         }
@@ -191,13 +205,19 @@ impl MemStore {
         bucket: &str,
         key: &str,
         opts: &PutOptions,
-        data: Data,
-        etag: String,
-        parts_count: Option<u32>,
+        new: NewData,
     ) -> Result<ObjectInfo, ObjectStoreError> {
+        let NewData {
+            data,
+            etag,
+            parts_count,
+        } = new;
         let size = data_len(&data);
         let used = st.used;
-        let b = st.buckets.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        let b = st
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| no_bucket(bucket))?;
         let old = b.objects.get(key);
         if let Some(old) = old
             && let Some(reason) = protection(&old.info, false)
@@ -209,18 +229,25 @@ impl MemStore {
             && used.saturating_sub(old_size).saturating_add(size) > q
         {
             return Err(ObjectStoreError::QuotaExceeded {
-                detail: format!("storing {size} bytes would exceed the quota of {q} bytes ({used} used)"),
+                detail: format!(
+                    "storing {size} bytes would exceed the quota of {q} bytes ({used} used)"
+                ),
             });
         }
         let now = SystemTime::now();
         let retention = opts.retention.or_else(|| {
-            b.info.lock.and_then(|l| l.default_retention).map(|d| Retention {
-                mode: d.mode,
-                retain_until: now + Duration::from_secs(u64::from(d.days) * 86_400),
-            })
+            b.info
+                .lock
+                .and_then(|l| l.default_retention)
+                .map(|d| Retention {
+                    mode: d.mode,
+                    retain_until: now + Duration::from_secs(u64::from(d.days) * 86_400),
+                })
         });
         if (retention.is_some() || opts.legal_hold) && b.info.lock.is_none() {
-            return Err(ObjectStoreError::ObjectLockNotEnabled { bucket: bucket.into() });
+            return Err(ObjectStoreError::ObjectLockNotEnabled {
+                bucket: bucket.into(),
+            });
         }
         let info = ObjectInfo {
             key: key.to_owned(),
@@ -253,7 +280,10 @@ impl MemStore {
         f: impl FnOnce(&mut MemObject, bool) -> Result<T, ObjectStoreError>,
     ) -> Result<T, ObjectStoreError> {
         let mut st = self.lock()?;
-        let b = st.buckets.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        let b = st
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| no_bucket(bucket))?;
         let locked = b.info.lock.is_some();
         let o = b.objects.get_mut(key).ok_or_else(|| no_key(bucket, key))?;
         f(o, locked)
@@ -261,7 +291,9 @@ impl MemStore {
 }
 
 fn no_bucket(bucket: &str) -> ObjectStoreError {
-    ObjectStoreError::NoSuchBucket { bucket: bucket.into() }
+    ObjectStoreError::NoSuchBucket {
+        bucket: bucket.into(),
+    }
 }
 
 fn no_key(bucket: &str, key: &str) -> ObjectStoreError {
@@ -313,7 +345,9 @@ impl Read for SegReader {
             if self.remaining == 0 || buf.is_empty() {
                 return Ok(0);
             }
-            let Some(s) = self.data.get(self.seg) else { return Ok(0) };
+            let Some(s) = self.data.get(self.seg) else {
+                return Ok(0);
+            };
             if self.off >= s.len() {
                 self.seg += 1;
                 self.off = 0;
@@ -348,20 +382,35 @@ fn new_upload_id(bucket: &str, key: &str, generation: u64) -> String {
 
 impl ObjectStore for MemStore {
     fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectStoreError> {
-        Ok(self.lock()?.buckets.values().map(|b| b.info.clone()).collect())
+        Ok(self
+            .lock()?
+            .buckets
+            .values()
+            .map(|b| b.info.clone())
+            .collect())
     }
 
-    fn create_bucket(&self, bucket: &str, opts: &CreateBucketOptions) -> Result<BucketInfo, ObjectStoreError> {
-        crate::parse::validate_bucket_name(bucket).map_err(|e| ObjectStoreError::InvalidBucketName {
-            bucket: bucket.into(),
-            reason: e.to_string(),
+    fn create_bucket(
+        &self,
+        bucket: &str,
+        opts: &CreateBucketOptions,
+    ) -> Result<BucketInfo, ObjectStoreError> {
+        crate::parse::validate_bucket_name(bucket).map_err(|e| {
+            ObjectStoreError::InvalidBucketName {
+                bucket: bucket.into(),
+                reason: e.to_string(),
+            }
         })?;
         let mut st = self.lock()?;
         if let Some(b) = st.buckets.get(bucket) {
             return Err(if b.info.owner == opts.owner {
-                ObjectStoreError::BucketAlreadyOwnedByYou { bucket: bucket.into() }
+                ObjectStoreError::BucketAlreadyOwnedByYou {
+                    bucket: bucket.into(),
+                }
             } else {
-                ObjectStoreError::BucketAlreadyExists { bucket: bucket.into() }
+                ObjectStoreError::BucketAlreadyExists {
+                    bucket: bucket.into(),
+                }
             });
         }
         let info = BucketInfo {
@@ -385,7 +434,9 @@ impl ObjectStore for MemStore {
         let mut st = self.lock()?;
         let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
         if !b.objects.is_empty() || !b.uploads.is_empty() {
-            return Err(ObjectStoreError::BucketNotEmpty { bucket: bucket.into() });
+            return Err(ObjectStoreError::BucketNotEmpty {
+                bucket: bucket.into(),
+            });
         }
         st.buckets.remove(bucket);
         Ok(())
@@ -393,7 +444,10 @@ impl ObjectStore for MemStore {
 
     fn head_bucket(&self, bucket: &str) -> Result<BucketInfo, ObjectStoreError> {
         let st = self.lock()?;
-        st.buckets.get(bucket).map(|b| b.info.clone()).ok_or_else(|| no_bucket(bucket))
+        st.buckets
+            .get(bucket)
+            .map(|b| b.info.clone())
+            .ok_or_else(|| no_bucket(bucket))
     }
 
     fn put_object(
@@ -410,10 +464,20 @@ impl ObjectStore for MemStore {
         }
         let (segs, digest) = read_body(body)?;
         let mut st = self.lock()?;
-        self.commit(&mut st, bucket, key, opts, Arc::new(segs), digest.etag(), None)
+        let new = NewData {
+            data: Arc::new(segs),
+            etag: digest.etag(),
+            parts_count: None,
+        };
+        self.commit(&mut st, bucket, key, opts, new)
     }
 
-    fn get_object(&self, bucket: &str, key: &str, range: Option<RangeRequest>) -> Result<GetObject, ObjectStoreError> {
+    fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<RangeRequest>,
+    ) -> Result<GetObject, ObjectStoreError> {
         let st = self.lock()?;
         let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
         let o = b.objects.get(key).ok_or_else(|| no_key(bucket, key))?;
@@ -424,7 +488,11 @@ impl ObjectStore for MemStore {
         };
         Ok(GetObject {
             info: o.info.clone(),
-            reader: Box::new(SegReader::new(Arc::clone(&o.data), range.start, range.end - range.start)),
+            reader: Box::new(SegReader::new(
+                Arc::clone(&o.data),
+                range.start,
+                range.end - range.start,
+            )),
             range,
         })
     }
@@ -432,13 +500,26 @@ impl ObjectStore for MemStore {
     fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo, ObjectStoreError> {
         let st = self.lock()?;
         let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-        b.objects.get(key).map(|o| o.info.clone()).ok_or_else(|| no_key(bucket, key))
+        b.objects
+            .get(key)
+            .map(|o| o.info.clone())
+            .ok_or_else(|| no_key(bucket, key))
     }
 
-    fn delete_object(&self, bucket: &str, key: &str, bypass_governance: bool) -> Result<(), ObjectStoreError> {
+    fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        bypass_governance: bool,
+    ) -> Result<(), ObjectStoreError> {
         let mut st = self.lock()?;
-        let b = st.buckets.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
-        let Some(o) = b.objects.get(key) else { return Ok(()) };
+        let b = st
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| no_bucket(bucket))?;
+        let Some(o) = b.objects.get(key) else {
+            return Ok(());
+        };
         if let Some(reason) = protection(&o.info, bypass_governance) {
             return Err(ObjectStoreError::WormProtected { reason });
         }
@@ -475,7 +556,12 @@ impl ObjectStore for MemStore {
             MetadataDirective::Replace(o) => o.clone(),
         };
         // Shares the segments: no data is copied.
-        self.commit(&mut st, dst_bucket, dst_key, &opts, src.data, src.info.etag, src.info.parts_count)
+        let new = NewData {
+            data: src.data,
+            etag: src.info.etag,
+            parts_count: src.info.parts_count,
+        };
+        self.commit(&mut st, dst_bucket, dst_key, &opts, new)
     }
 
     fn list_objects(&self, bucket: &str, query: &ListQuery) -> Result<ListPage, ObjectStoreError> {
@@ -499,12 +585,22 @@ impl ObjectStore for MemStore {
         Ok(paginate(iter, &q))
     }
 
-    fn create_multipart_upload(&self, bucket: &str, key: &str, opts: &PutOptions) -> Result<String, ObjectStoreError> {
+    fn create_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: &PutOptions,
+    ) -> Result<String, ObjectStoreError> {
         let generation = self.next_generation();
         let mut st = self.lock()?;
-        let b = st.buckets.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        let b = st
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| no_bucket(bucket))?;
         if (opts.retention.is_some() || opts.legal_hold) && b.info.lock.is_none() {
-            return Err(ObjectStoreError::ObjectLockNotEnabled { bucket: bucket.into() });
+            return Err(ObjectStoreError::ObjectLockNotEnabled {
+                bucket: bucket.into(),
+            });
         }
         let id = new_upload_id(bucket, key, generation);
         b.uploads.insert(
@@ -530,7 +626,10 @@ impl ObjectStore for MemStore {
         {
             let st = self.lock()?;
             let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-            let u = b.uploads.get(upload_id).ok_or_else(|| no_upload(upload_id))?;
+            let u = b
+                .uploads
+                .get(upload_id)
+                .ok_or_else(|| no_upload(upload_id))?;
             if u.key != key {
                 return Err(no_upload(upload_id));
             }
@@ -541,16 +640,25 @@ impl ObjectStore for MemStore {
         let (segs, digest) = read_body(body)?;
         let mut st = self.lock()?;
         let used = st.used;
-        let b = st.buckets.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        let b = st
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| no_bucket(bucket))?;
         // The upload may have been completed or aborted while the body was read.
-        let u = b.uploads.get_mut(upload_id).ok_or_else(|| no_upload(upload_id))?;
+        let u = b
+            .uploads
+            .get_mut(upload_id)
+            .ok_or_else(|| no_upload(upload_id))?;
         let old = u.parts.get(&part_number).map_or(0, |(p, _)| p.size);
         let new_used = used.saturating_sub(old).saturating_add(digest.size);
         if let Some(q) = self.quota
             && new_used > q
         {
             return Err(ObjectStoreError::QuotaExceeded {
-                detail: format!("part of {} bytes would exceed the quota of {q} bytes", digest.size),
+                detail: format!(
+                    "part of {} bytes would exceed the quota of {q} bytes",
+                    digest.size
+                ),
             });
         }
         let info = PartInfo {
@@ -573,7 +681,11 @@ impl ObjectStore for MemStore {
     ) -> Result<ObjectInfo, ObjectStoreError> {
         let mut st = self.lock()?;
         let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-        let u = b.uploads.get(upload_id).filter(|u| u.key == key).ok_or_else(|| no_upload(upload_id))?;
+        let u = b
+            .uploads
+            .get(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| no_upload(upload_id))?;
         let chosen = check_completion(parts, |n| u.parts.get(&n).map(|(p, _)| p))?;
         let etag = multipart_etag(chosen.iter().map(|p| p.etag.as_str()))?;
         // Join the parts' segments: no data is copied.
@@ -591,7 +703,12 @@ impl ObjectStore for MemStore {
         let count = u32::try_from(parts.len()).map_err(|_| ObjectStoreError::InvalidPartOrder)?;
         // The parts' bytes move to the object: release them before commit accounts the object.
         st.used = st.used.saturating_sub(part_bytes);
-        match self.commit(&mut st, bucket, key, &opts, Arc::new(segs), etag, Some(count)) {
+        let new = NewData {
+            data: Arc::new(segs),
+            etag,
+            parts_count: Some(count),
+        };
+        match self.commit(&mut st, bucket, key, &opts, new) {
             Ok(info) => {
                 if let Some(b) = st.buckets.get_mut(bucket) {
                     b.uploads.remove(upload_id);
@@ -605,21 +722,35 @@ impl ObjectStore for MemStore {
         }
     }
 
-    fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), ObjectStoreError> {
+    fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), ObjectStoreError> {
         let mut st = self.lock()?;
-        let b = st.buckets.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        let b = st
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| no_bucket(bucket))?;
         if b.uploads.get(upload_id).is_none_or(|u| u.key != key) {
             return Err(no_upload(upload_id));
         }
-        let freed = b
-            .uploads
-            .remove(upload_id)
-            .map_or(0, |u| u.parts.values().map(|(p, _)| p.size).fold(0, u64::saturating_add));
+        let freed = b.uploads.remove(upload_id).map_or(0, |u| {
+            u.parts
+                .values()
+                .map(|(p, _)| p.size)
+                .fold(0, u64::saturating_add)
+        });
         st.used = st.used.saturating_sub(freed);
         Ok(())
     }
 
-    fn list_multipart_uploads(&self, bucket: &str, query: &UploadQuery) -> Result<UploadPage, ObjectStoreError> {
+    fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        query: &UploadQuery,
+    ) -> Result<UploadPage, ObjectStoreError> {
         let st = self.lock()?;
         let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
         let max = query.max_uploads.min(MAX_LIST_KEYS);
@@ -633,7 +764,9 @@ impl ObjectStore for MemStore {
                 initiated: u.initiated,
             })
             .filter(|u| match (&query.key_marker, &query.upload_id_marker) {
-                (Some(k), Some(id)) => (u.key.as_str(), u.upload_id.as_str()) > (k.as_str(), id.as_str()),
+                (Some(k), Some(id)) => {
+                    (u.key.as_str(), u.upload_id.as_str()) > (k.as_str(), id.as_str())
+                }
                 (Some(k), None) => u.key.as_str() > k.as_str(),
                 _ => true,
             })
@@ -657,7 +790,11 @@ impl ObjectStore for MemStore {
     ) -> Result<PartPage, ObjectStoreError> {
         let st = self.lock()?;
         let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-        let u = b.uploads.get(upload_id).filter(|u| u.key == key).ok_or_else(|| no_upload(upload_id))?;
+        let u = b
+            .uploads
+            .get(upload_id)
+            .filter(|u| u.key == key)
+            .ok_or_else(|| no_upload(upload_id))?;
         let max = max_parts.min(MAX_LIST_KEYS);
         let mut parts: Vec<PartInfo> = u
             .parts
@@ -667,7 +804,10 @@ impl ObjectStore for MemStore {
             .collect();
         let is_truncated = parts.len() > max;
         parts.truncate(max);
-        Ok(PartPage { parts, is_truncated })
+        Ok(PartPage {
+            parts,
+            is_truncated,
+        })
     }
 
     fn put_object_retention(
@@ -722,20 +862,33 @@ impl ObjectStore for MemStore {
         })
     }
 
-    fn get_object_retention(&self, bucket: &str, key: &str) -> Result<Option<Retention>, ObjectStoreError> {
+    fn get_object_retention(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Retention>, ObjectStoreError> {
         self.with_object(bucket, key, |o, locked| {
             if locked {
                 Ok(o.info.retention)
             } else {
-                Err(ObjectStoreError::ObjectLockNotEnabled { bucket: bucket.into() })
+                Err(ObjectStoreError::ObjectLockNotEnabled {
+                    bucket: bucket.into(),
+                })
             }
         })
     }
 
-    fn put_object_legal_hold(&self, bucket: &str, key: &str, on: bool) -> Result<(), ObjectStoreError> {
+    fn put_object_legal_hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        on: bool,
+    ) -> Result<(), ObjectStoreError> {
         self.with_object(bucket, key, |o, locked| {
             if !locked {
-                return Err(ObjectStoreError::ObjectLockNotEnabled { bucket: bucket.into() });
+                return Err(ObjectStoreError::ObjectLockNotEnabled {
+                    bucket: bucket.into(),
+                });
             }
             o.info.legal_hold = on;
             Ok(())
@@ -747,20 +900,31 @@ impl ObjectStore for MemStore {
             if locked {
                 Ok(o.info.legal_hold)
             } else {
-                Err(ObjectStoreError::ObjectLockNotEnabled { bucket: bucket.into() })
+                Err(ObjectStoreError::ObjectLockNotEnabled {
+                    bucket: bucket.into(),
+                })
             }
         })
     }
 
-    fn put_bucket_lock_config(&self, bucket: &str, config: &BucketLockConfig) -> Result<(), ObjectStoreError> {
+    fn put_bucket_lock_config(
+        &self,
+        bucket: &str,
+        config: &BucketLockConfig,
+    ) -> Result<(), ObjectStoreError> {
         let mut st = self.lock()?;
-        let b = st.buckets.get_mut(bucket).ok_or_else(|| no_bucket(bucket))?;
+        let b = st
+            .buckets
+            .get_mut(bucket)
+            .ok_or_else(|| no_bucket(bucket))?;
         match &mut b.info.lock {
             Some(l) => {
                 *l = *config;
                 Ok(())
             }
-            None => Err(ObjectStoreError::ObjectLockNotEnabled { bucket: bucket.into() }),
+            None => Err(ObjectStoreError::ObjectLockNotEnabled {
+                bucket: bucket.into(),
+            }),
         }
     }
 }
@@ -802,12 +966,24 @@ mod tests {
             owner: "B".into(),
             object_lock: false,
         };
-        assert!(matches!(s.create_bucket("bkt", &other), Err(ObjectStoreError::BucketAlreadyExists { .. })));
-        assert!(s.put_object("bkt", "k", &PutOptions::default(), &mut body(b"x")).is_ok());
-        assert!(matches!(s.delete_bucket("bkt"), Err(ObjectStoreError::BucketNotEmpty { .. })));
+        assert!(matches!(
+            s.create_bucket("bkt", &other),
+            Err(ObjectStoreError::BucketAlreadyExists { .. })
+        ));
+        assert!(
+            s.put_object("bkt", "k", &PutOptions::default(), &mut body(b"x"))
+                .is_ok()
+        );
+        assert!(matches!(
+            s.delete_bucket("bkt"),
+            Err(ObjectStoreError::BucketNotEmpty { .. })
+        ));
         assert!(s.delete_object("bkt", "k", false).is_ok());
         assert!(s.delete_bucket("bkt").is_ok());
-        assert!(matches!(s.head_bucket("bkt"), Err(ObjectStoreError::NoSuchBucket { .. })));
+        assert!(matches!(
+            s.head_bucket("bkt"),
+            Err(ObjectStoreError::NoSuchBucket { .. })
+        ));
     }
 
     #[test]
@@ -822,16 +998,35 @@ mod tests {
             first: 1_048_570,
             last: Some(1_048_590),
         });
-        assert_eq!(read_all(&s, "bkt", "a/../b", r), data[1_048_570..=1_048_590].to_vec());
-        assert_eq!(read_all(&s, "bkt", "a/../b", Some(RangeRequest::Suffix(5))), data[data.len() - 5..].to_vec());
+        assert_eq!(
+            read_all(&s, "bkt", "a/../b", r),
+            data[1_048_570..=1_048_590].to_vec()
+        );
+        assert_eq!(
+            read_all(&s, "bkt", "a/../b", Some(RangeRequest::Suffix(5))),
+            data[data.len() - 5..].to_vec()
+        );
         assert!(matches!(
-            s.get_object("bkt", "a/../b", Some(RangeRequest::FromTo { first: 5_000_000, last: None })),
+            s.get_object(
+                "bkt",
+                "a/../b",
+                Some(RangeRequest::FromTo {
+                    first: 5_000_000,
+                    last: None
+                })
+            ),
             Err(ObjectStoreError::InvalidRange { .. })
         ));
-        assert!(s.copy_object("bkt", "a/../b", "bkt", "c", &MetadataDirective::Copy).is_ok());
+        assert!(
+            s.copy_object("bkt", "a/../b", "bkt", "c", &MetadataDirective::Copy)
+                .is_ok()
+        );
         assert_eq!(read_all(&s, "bkt", "c", None), data);
         // "b" was never written: the key is opaque, not a path.
-        assert!(matches!(s.head_object("bkt", "b"), Err(ObjectStoreError::NoSuchKey { .. })));
+        assert!(matches!(
+            s.head_object("bkt", "b"),
+            Err(ObjectStoreError::NoSuchKey { .. })
+        ));
     }
 
     #[test]
@@ -858,10 +1053,18 @@ mod tests {
     fn multipart_joins_parts() {
         let s = MemStore::new();
         let _ = s.create_bucket("bkt", &owner());
-        let id = s.create_multipart_upload("bkt", "big", &PutOptions::default()).unwrap_or_default();
+        let id = s
+            .create_multipart_upload("bkt", "big", &PutOptions::default())
+            .unwrap_or_default();
         let p1 = vec![1u8; usize::try_from(crate::store::MIN_PART_SIZE).unwrap_or(0)];
-        let e1 = s.upload_part("bkt", "big", &id, 1, &mut body(&p1)).map(|p| p.etag).unwrap_or_default();
-        let e2 = s.upload_part("bkt", "big", &id, 2, &mut body(b"tail")).map(|p| p.etag).unwrap_or_default();
+        let e1 = s
+            .upload_part("bkt", "big", &id, 1, &mut body(&p1))
+            .map(|p| p.etag)
+            .unwrap_or_default();
+        let e2 = s
+            .upload_part("bkt", "big", &id, 2, &mut body(b"tail"))
+            .map(|p| p.etag)
+            .unwrap_or_default();
         let page = s.list_parts("bkt", "big", &id, 0, 1000).unwrap_or_default();
         assert_eq!(page.parts.len(), 2);
         let parts = [
@@ -894,28 +1097,34 @@ mod tests {
             owner: "A".into(),
             object_lock: true,
         };
-        let _ = s.create_bucket("lk", &lock);
-        let _ = s.put_object("lk", "k", &PutOptions::default(), &mut body(b"v1"));
+        let _ = s.create_bucket("lkb", &lock);
+        let _ = s.put_object("lkb", "k", &PutOptions::default(), &mut body(b"v1"));
         let until = SystemTime::now() + Duration::from_secs(3600);
         let gov = Retention {
             mode: RetentionMode::Governance,
             retain_until: until,
         };
-        assert!(s.put_object_retention("lk", "k", Some(gov), false).is_ok());
-        assert!(matches!(s.delete_object("lk", "k", false), Err(ObjectStoreError::WormProtected { .. })));
+        assert!(s.put_object_retention("lkb", "k", Some(gov), false).is_ok());
         assert!(matches!(
-            s.put_object("lk", "k", &PutOptions::default(), &mut body(b"v2")),
+            s.delete_object("lkb", "k", false),
             Err(ObjectStoreError::WormProtected { .. })
         ));
-        assert!(s.put_object_retention("lk", "k", None, false).is_err());
-        assert!(s.put_object_retention("lk", "k", None, true).is_ok());
+        assert!(matches!(
+            s.put_object("lkb", "k", &PutOptions::default(), &mut body(b"v2")),
+            Err(ObjectStoreError::WormProtected { .. })
+        ));
+        assert!(s.put_object_retention("lkb", "k", None, false).is_err());
+        assert!(s.put_object_retention("lkb", "k", None, true).is_ok());
         let comp = Retention {
             mode: RetentionMode::Compliance,
             retain_until: until,
         };
-        assert!(s.put_object_retention("lk", "k", Some(comp), false).is_ok());
-        assert!(s.put_object_retention("lk", "k", None, true).is_err());
-        assert!(s.delete_object("lk", "k", true).is_err());
+        assert!(
+            s.put_object_retention("lkb", "k", Some(comp), false)
+                .is_ok()
+        );
+        assert!(s.put_object_retention("lkb", "k", None, true).is_err());
+        assert!(s.delete_object("lkb", "k", true).is_err());
         // Legal hold on an unlocked bucket is refused.
         let _ = s.create_bucket("plain", &owner());
         let _ = s.put_object("plain", "k", &PutOptions::default(), &mut body(b"x"));
@@ -930,8 +1139,8 @@ mod tests {
                 days: 1,
             }),
         };
-        assert!(s.put_bucket_lock_config("lk", &cfg).is_ok());
-        let info = s.put_object("lk", "new", &PutOptions::default(), &mut body(b"x"));
+        assert!(s.put_bucket_lock_config("lkb", &cfg).is_ok());
+        let info = s.put_object("lkb", "new", &PutOptions::default(), &mut body(b"x"));
         assert!(info.is_ok_and(|i| i.retention.is_some()));
     }
 
@@ -939,12 +1148,18 @@ mod tests {
     fn quota() {
         let s = MemStore::with_quota(10);
         let _ = s.create_bucket("bkt", &owner());
-        assert!(s.put_object("bkt", "a", &PutOptions::default(), &mut body(b"12345678")).is_ok());
+        assert!(
+            s.put_object("bkt", "a", &PutOptions::default(), &mut body(b"12345678"))
+                .is_ok()
+        );
         assert!(matches!(
             s.put_object("bkt", "b", &PutOptions::default(), &mut body(b"12345")),
             Err(ObjectStoreError::QuotaExceeded { .. })
         ));
         // Overwriting frees the old size first.
-        assert!(s.put_object("bkt", "a", &PutOptions::default(), &mut body(b"1234567890")).is_ok());
+        assert!(
+            s.put_object("bkt", "a", &PutOptions::default(), &mut body(b"1234567890"))
+                .is_ok()
+        );
     }
 }

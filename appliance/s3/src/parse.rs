@@ -6,7 +6,8 @@
 use std::ops::Range;
 
 use crate::store::{
-    CompletedPart, MAX_PART_NUMBER, MIN_PART_SIZE, ObjectStoreError, PartInfo, RangeRequest, UserMeta,
+    CompletedPart, MAX_PART_NUMBER, MIN_PART_SIZE, ObjectStoreError, PartInfo, RangeRequest,
+    UserMeta,
 };
 
 /// Longest key S3 allows, in bytes.
@@ -33,7 +34,9 @@ pub enum BucketNameError {
     #[error("bucket names must not be formatted as an IP address")]
     IpAddress,
     /// Reserved prefix or suffix.
-    #[error("bucket names must not start with 'xn--' or 'sthree-' nor end with '-s3alias' or '--ol-s3'")]
+    #[error(
+        "bucket names must not start with 'xn--' or 'sthree-' nor end with '-s3alias' or '--ol-s3'"
+    )]
     Reserved,
 }
 
@@ -46,7 +49,10 @@ pub fn validate_bucket_name(name: &str) -> Result<(), BucketNameError> {
     if !(3..=63).contains(&b.len()) {
         return Err(BucketNameError::Length);
     }
-    if !b.iter().all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-') {
+    if !b
+        .iter()
+        .all(|&c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'.' || c == b'-')
+    {
         return Err(BucketNameError::Charset);
     }
     let alnum = |c: Option<&u8>| c.is_some_and(|c| c.is_ascii_lowercase() || c.is_ascii_digit());
@@ -59,7 +65,11 @@ pub fn validate_bucket_name(name: &str) -> Result<(), BucketNameError> {
     if name.parse::<std::net::Ipv4Addr>().is_ok() {
         return Err(BucketNameError::IpAddress);
     }
-    if name.starts_with("xn--") || name.starts_with("sthree-") || name.ends_with("-s3alias") || name.ends_with("--ol-s3") {
+    if name.starts_with("xn--")
+        || name.starts_with("sthree-")
+        || name.ends_with("-s3alias")
+        || name.ends_with("--ol-s3")
+    {
         return Err(BucketNameError::Reserved);
     }
     Ok(())
@@ -95,10 +105,9 @@ pub fn validate_key(key: &str) -> Result<(), KeyError> {
     if key.len() > MAX_KEY_LEN {
         return Err(KeyError::TooLong);
     }
-    if key
-        .chars()
-        .any(|c| (c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}')
-    {
+    if key.chars().any(|c| {
+        (c < '\u{20}' && !matches!(c, '\t' | '\n' | '\r')) || c == '\u{FFFE}' || c == '\u{FFFF}'
+    }) {
         return Err(KeyError::ForbiddenChar);
     }
     Ok(())
@@ -238,7 +247,7 @@ pub fn hex(bytes: &[u8]) -> String {
 #[must_use]
 pub fn unhex(s: &str) -> Option<Vec<u8>> {
     let b = s.as_bytes();
-    if b.len() % 2 != 0 {
+    if !b.len().is_multiple_of(2) {
         return None;
     }
     let val = |c: u8| -> Option<u8> {
@@ -249,7 +258,9 @@ pub fn unhex(s: &str) -> Option<Vec<u8>> {
             _ => None,
         }
     };
-    b.chunks_exact(2).map(|p| Some(val(p[0])? << 4 | val(p[1])?)).collect()
+    b.chunks_exact(2)
+        .map(|p| Some(val(p[0])? << 4 | val(p[1])?))
+        .collect()
 }
 
 /// Why a Content-MD5 header is invalid.
@@ -302,7 +313,10 @@ pub fn base64(data: &[u8]) -> String {
     const A: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut s = String::with_capacity(data.len().div_ceil(3) * 4);
     for chunk in data.chunks(3) {
-        let n = chunk.iter().enumerate().fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
         let digits = chunk.len() + 1;
         for i in 0..4 {
             if i < digits {
@@ -321,7 +335,9 @@ pub fn base64(data: &[u8]) -> String {
 pub fn unquote_etag(s: &str) -> &str {
     let s = s.trim();
     let s = s.strip_prefix("W/").unwrap_or(s);
-    s.strip_prefix('"').and_then(|t| t.strip_suffix('"')).unwrap_or(s)
+    s.strip_prefix('"')
+        .and_then(|t| t.strip_suffix('"'))
+        .unwrap_or(s)
 }
 
 /// Checks a CompleteMultipartUpload part list against the uploaded parts and returns the parts
@@ -348,8 +364,7 @@ pub fn check_completion<'a>(
         });
     }
     let mut prev = 0u32;
-    let mut out = Vec::with_capacity(requested.len());
-    for (i, p) in requested.iter().enumerate() {
+    for p in requested {
         if p.part_number == 0 || p.part_number > MAX_PART_NUMBER {
             return Err(ObjectStoreError::InvalidPart {
                 part_number: p.part_number,
@@ -360,6 +375,9 @@ pub fn check_completion<'a>(
             return Err(ObjectStoreError::InvalidPartOrder);
         }
         prev = p.part_number;
+    }
+    let mut out = Vec::with_capacity(requested.len());
+    for (i, p) in requested.iter().enumerate() {
         let Some(info) = lookup(p.part_number) else {
             return Err(ObjectStoreError::InvalidPart {
                 part_number: p.part_number,
@@ -388,14 +406,19 @@ pub fn check_completion<'a>(
 ///
 /// # Errors
 /// `Internal` if a part ETag is not 32 hex digits (the store made it, so that is a store bug).
-pub fn multipart_etag<'a>(part_etags: impl IntoIterator<Item = &'a str>) -> Result<String, ObjectStoreError> {
+pub fn multipart_etag<'a>(
+    part_etags: impl IntoIterator<Item = &'a str>,
+) -> Result<String, ObjectStoreError> {
     use md5::{Digest, Md5};
     let mut h = Md5::new();
     let mut n = 0usize;
     for e in part_etags {
-        let bytes = unhex(e).filter(|b| b.len() == 16).ok_or_else(|| ObjectStoreError::Internal {
-            detail: format!("part ETag {e:?} is not an MD5"),
-        })?;
+        let bytes =
+            unhex(e)
+                .filter(|b| b.len() == 16)
+                .ok_or_else(|| ObjectStoreError::Internal {
+                    detail: format!("part ETag {e:?} is not an MD5"),
+                })?;
         h.update(&bytes);
         n += 1;
     }
@@ -420,7 +443,11 @@ pub enum MetaError {
 pub fn check_user_meta(meta: &UserMeta) -> Result<(), MetaError> {
     let mut total = 0usize;
     for (k, v) in meta {
-        if k.is_empty() || !k.bytes().all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c)) {
+        if k.is_empty()
+            || !k
+                .bytes()
+                .all(|c| c.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&c))
+        {
             return Err(MetaError::BadName);
         }
         total = total.saturating_add(k.len()).saturating_add(v.len());
@@ -488,7 +515,11 @@ mod tests {
 
     #[test]
     fn ranges() {
-        let r = |s: &str, size| parse_range_header(s).ok().and_then(|r| resolve_range(r, size).ok());
+        let r = |s: &str, size| {
+            parse_range_header(s)
+                .ok()
+                .and_then(|r| resolve_range(r, size).ok())
+        };
         assert_eq!(r("bytes=0-9", 100), Some(0..10));
         assert_eq!(r("bytes=90-200", 100), Some(90..100));
         assert_eq!(r("bytes=10-", 100), Some(10..100));
@@ -504,14 +535,20 @@ mod tests {
         assert!(parse_copy_source_range("bytes=0-").is_err());
         assert_eq!(
             parse_copy_source_range("bytes=0-4"),
-            Ok(RangeRequest::FromTo { first: 0, last: Some(4) })
+            Ok(RangeRequest::FromTo {
+                first: 0,
+                last: Some(4)
+            })
         );
     }
 
     #[test]
     fn tokens_round_trip() {
         for m in ["", "a", "dir/sub/", "ü/../x"] {
-            assert_eq!(decode_continuation_token(&encode_continuation_token(m)).as_deref(), Ok(m));
+            assert_eq!(
+                decode_continuation_token(&encode_continuation_token(m)).as_deref(),
+                Ok(m)
+            );
         }
         assert!(decode_continuation_token("garbage").is_err());
         assert!(decode_continuation_token("dw1-zz").is_err());
@@ -523,7 +560,10 @@ mod tests {
         // md5("hello world")
         let md5 = unhex("5eb63bbbe01eeed093cb22bb8f5acdc3").unwrap_or_default();
         assert_eq!(base64(&md5), "XrY7u+Ae7tCTyyK7j1rNww==");
-        assert_eq!(decode_content_md5("XrY7u+Ae7tCTyyK7j1rNww==").map(|a| a.to_vec()), Ok(md5));
+        assert_eq!(
+            decode_content_md5("XrY7u+Ae7tCTyyK7j1rNww==").map(|a| a.to_vec()),
+            Ok(md5)
+        );
         assert!(decode_content_md5("XrY7u+Ae7tCTyyK7j1rNwx==").is_err()); // non-canonical
         assert!(decode_content_md5("not base64").is_err());
         assert!(decode_content_md5("XrY7u+Ae7tCTyyK7j1rN!w==").is_err());
@@ -547,9 +587,18 @@ mod tests {
                 })
                 .collect()
         };
-        assert_eq!(check_completion(&req(&[1, 2]), lookup).map(|v| v.len()), Ok(2));
-        assert_eq!(check_completion(&req(&[2, 1]), lookup).err(), Some(ObjectStoreError::InvalidPartOrder));
-        assert_eq!(check_completion(&req(&[1, 1]), lookup).err(), Some(ObjectStoreError::InvalidPartOrder));
+        assert_eq!(
+            check_completion(&req(&[1, 2]), lookup).map(|v| v.len()),
+            Ok(2)
+        );
+        assert_eq!(
+            check_completion(&req(&[2, 1]), lookup).err(),
+            Some(ObjectStoreError::InvalidPartOrder)
+        );
+        assert_eq!(
+            check_completion(&req(&[1, 1]), lookup).err(),
+            Some(ObjectStoreError::InvalidPartOrder)
+        );
         assert!(matches!(
             check_completion(&req(&[2, 3]), lookup),
             Err(ObjectStoreError::EntityTooSmall { part_number: 2, .. })
@@ -560,14 +609,20 @@ mod tests {
         ));
         let mut bad = req(&[1]);
         bad[0].etag = "\"00\"".into();
-        assert!(matches!(check_completion(&bad, lookup), Err(ObjectStoreError::InvalidPart { .. })));
+        assert!(matches!(
+            check_completion(&bad, lookup),
+            Err(ObjectStoreError::InvalidPart { .. })
+        ));
         assert!(check_completion(&[], lookup).is_err());
     }
 
     #[test]
     fn multipart_etag_known_value() {
         // Two parts whose MD5s are md5("a") and md5("b"): verified with Python hashlib.
-        let e = multipart_etag(["0cc175b9c0f1b6a831c399e269772661", "92eb5ffee6ae2fec3ad71c777531578f"]);
+        let e = multipart_etag([
+            "0cc175b9c0f1b6a831c399e269772661",
+            "92eb5ffee6ae2fec3ad71c777531578f",
+        ]);
         assert_eq!(e.as_deref(), Ok("96e024ba2074fe77e8e965ba43a704be-2"));
         assert!(multipart_etag(["xyz"]).is_err());
     }

@@ -129,7 +129,10 @@ pub struct PlainTcp;
 
 impl Acceptor for PlainTcp {
     type Io = TcpStream;
-    fn accept(&self, tcp: TcpStream) -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>> {
+    fn accept(
+        &self,
+        tcp: TcpStream,
+    ) -> Pin<Box<dyn Future<Output = io::Result<TcpStream>> + Send>> {
         Box::pin(async move { Ok(tcp) })
     }
 }
@@ -137,7 +140,11 @@ impl Acceptor for PlainTcp {
 /// Builds the s3s service (SigV4/SigV2 auth, access hook, our name rules) without serving it,
 /// for callers that run their own HTTP loop.
 #[must_use]
-pub fn build_service(config: &S3Config, store: Arc<dyn ObjectStore>, auth: Arc<dyn Authorizer>) -> S3Service {
+pub fn build_service(
+    config: &S3Config,
+    store: Arc<dyn ObjectStore>,
+    auth: Arc<dyn Authorizer>,
+) -> S3Service {
     let cfg = Arc::new(config.clone());
     let mut b = S3ServiceBuilder::new(S3Api::new(store, Arc::clone(&auth), Arc::clone(&cfg)));
     b.set_auth(AuthBridge(auth));
@@ -147,11 +154,15 @@ pub fn build_service(config: &S3Config, store: Arc<dyn ObjectStore>, auth: Arc<d
     s3cfg.presigned_url_max_skew_time_secs = config.presigned_max_skew_secs;
     // XML bodies (multi-delete, complete multipart with 10000 parts) stay well under this.
     s3cfg.xml_max_body_size = 2 * 1024 * 1024;
-    b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(s3cfg))));
+    b.set_config(Arc::new(s3s::config::StaticConfigProvider::new(Arc::new(
+        s3cfg,
+    ))));
     if let Some(d) = &config.virtual_host_domain {
         match s3s::host::SingleDomain::new(d) {
             Ok(h) => b.set_host(h),
-            Err(e) => warn!(domain = %d, %e, "virtual host domain rejected; only path-style requests work"),
+            Err(e) => {
+                warn!(domain = %d, %e, "virtual host domain rejected; only path-style requests work")
+            }
         }
     }
     b.build()
@@ -188,12 +199,19 @@ pub async fn serve_with<A: Acceptor>(
     shutdown: impl Future<Output = ()> + Send,
 ) -> Result<(), ServeError> {
     if config.max_concurrent_requests == 0 || config.max_connections == 0 {
-        return Err(ServeError::Config("max_concurrent_requests and max_connections must be > 0".into()));
+        return Err(ServeError::Config(
+            "max_concurrent_requests and max_connections must be > 0".into(),
+        ));
     }
     if config.max_header_bytes < 8192 {
-        return Err(ServeError::Config("max_header_bytes must be at least 8192 (hyper's minimum)".into()));
+        return Err(ServeError::Config(
+            "max_header_bytes must be at least 8192 (hyper's minimum)".into(),
+        ));
     }
-    let addr = listener.local_addr().map(|a| a.to_string()).unwrap_or_default();
+    let addr = listener
+        .local_addr()
+        .map(|a| a.to_string())
+        .unwrap_or_default();
     let service = build_service(&config, store, auth);
     let handler = Arc::new(Handler {
         service,
@@ -269,7 +287,10 @@ pub async fn serve_with<A: Acceptor>(
     }
     info!(%addr, "S3 endpoint shutting down");
     drop(listener);
-    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown()).await.is_err() {
+    if tokio::time::timeout(config.shutdown_grace, graceful.shutdown())
+        .await
+        .is_err()
+    {
         warn!("S3 requests still running after the shutdown grace period; dropping them");
     }
     Ok(())
@@ -292,8 +313,10 @@ impl Handler {
             );
             let mut resp = http::Response::new(body);
             *resp.status_mut() = http::StatusCode::SERVICE_UNAVAILABLE;
-            resp.headers_mut()
-                .insert(http::header::CONTENT_TYPE, http::HeaderValue::from_static("application/xml"));
+            resp.headers_mut().insert(
+                http::header::CONTENT_TYPE,
+                http::HeaderValue::from_static("application/xml"),
+            );
             return self.observe(resp, "Throttled".into(), start, bytes_in, None);
         };
         let slot = OpSlot::default();
@@ -354,12 +377,16 @@ impl HttpBody for CountingBody {
     type Data = Bytes;
     type Error = hyper::Error;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         if let Poll::Ready(Some(Ok(f))) = &r
             && let Some(d) = f.data_ref()
         {
-            self.count.fetch_add(u64::try_from(d.len()).unwrap_or(0), Ordering::Relaxed);
+            self.count
+                .fetch_add(u64::try_from(d.len()).unwrap_or(0), Ordering::Relaxed);
         }
         r
     }
@@ -392,7 +419,9 @@ pub struct ObservedBody {
 
 impl std::fmt::Debug for ObservedBody {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ObservedBody").field("sent", &self.sent).finish_non_exhaustive()
+        f.debug_struct("ObservedBody")
+            .field("sent", &self.sent)
+            .finish_non_exhaustive()
     }
 }
 
@@ -422,7 +451,10 @@ impl HttpBody for ObservedBody {
     type Data = Bytes;
     type Error = s3s::StdError;
 
-    fn poll_frame(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
         let r = Pin::new(&mut self.inner).poll_frame(cx);
         match &r {
             Poll::Ready(Some(Ok(f))) => {

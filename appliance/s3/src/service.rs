@@ -11,9 +11,7 @@ use std::time::{Duration, SystemTime};
 
 use bytes::{Bytes, BytesMut};
 use futures::StreamExt;
-use s3s::dto::{
-    self, CommonPrefix, CopySource, ETag, ETagCondition, StreamingBlob, Timestamp,
-};
+use s3s::dto::{self, CommonPrefix, CopySource, ETag, ETagCondition, StreamingBlob, Timestamp};
 use s3s::{S3, S3Error, S3ErrorCode, S3Request, S3Response, S3Result, s3_error};
 use tracing::{error, warn};
 
@@ -22,9 +20,10 @@ use crate::body::{BodyChunk, BodyError, BodyLimits, ObjectBody};
 use crate::parse::{self, KeyError};
 use crate::server::S3Config;
 use crate::store::{
-    BucketInfo, BucketLockConfig, CompletedPart, CreateBucketOptions, DefaultRetention, ListQuery, MAX_LIST_KEYS,
-    MAX_PART_NUMBER, MAX_PART_SIZE, MetadataDirective, ObjectInfo, ObjectReader, ObjectStore, ObjectStoreError,
-    PutOptions, RangeRequest, Retention, RetentionMode, UploadQuery, UserMeta,
+    BucketInfo, BucketLockConfig, CompletedPart, CreateBucketOptions, DefaultRetention, ListQuery,
+    MAX_LIST_KEYS, MAX_PART_NUMBER, MAX_PART_SIZE, MetadataDirective, ObjectInfo, ObjectReader,
+    ObjectStore, ObjectStoreError, PutOptions, RangeRequest, Retention, RetentionMode, UploadQuery,
+    UserMeta,
 };
 
 /// Depth of the PUT body channel (chunks as hyper delivers them, typically <= 64 KiB... 1 MiB).
@@ -46,7 +45,9 @@ pub struct S3Api {
 
 impl std::fmt::Debug for S3Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("S3Api").field("cfg", &self.cfg).finish_non_exhaustive()
+        f.debug_struct("S3Api")
+            .field("cfg", &self.cfg)
+            .finish_non_exhaustive()
     }
 }
 
@@ -95,7 +96,10 @@ pub fn map_store_error(e: ObjectStoreError) -> S3Error {
         E::NotSupported { .. } => with(C::NotImplemented),
         E::Internal { detail } => {
             error!(%detail, "object store internal error");
-            S3Error::with_message(C::InternalError, "internal error; the details are in the server log")
+            S3Error::with_message(
+                C::InternalError,
+                "internal error; the details are in the server log",
+            )
         }
     }
 }
@@ -122,12 +126,16 @@ fn check_key(key: &str) -> S3Result<()> {
 }
 
 fn check_bucket(bucket: &str) -> S3Result<()> {
-    parse::validate_bucket_name(bucket).map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e.to_string()))
+    parse::validate_bucket_name(bucket)
+        .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidBucketName, e.to_string()))
 }
 
 fn internal(what: &str, e: &dyn std::fmt::Display) -> S3Error {
     error!(%e, "{what}");
-    S3Error::with_message(S3ErrorCode::InternalError, "internal error; the details are in the server log")
+    S3Error::with_message(
+        S3ErrorCode::InternalError,
+        "internal error; the details are in the server log",
+    )
 }
 
 fn ts(t: SystemTime) -> Timestamp {
@@ -170,12 +178,18 @@ fn check_conditions(
     let lm = secs(info.last_modified);
     if let Some(c) = if_match {
         if !etag_matches(c, &info.etag) {
-            return Err(s3_error!(PreconditionFailed, "If-Match does not match the object's ETag"));
+            return Err(s3_error!(
+                PreconditionFailed,
+                "If-Match does not match the object's ETag"
+            ));
         }
     } else if let Some(t) = if_unmodified_since
         && lm > secs(systime(t))
     {
-        return Err(s3_error!(PreconditionFailed, "the object was modified after If-Unmodified-Since"));
+        return Err(s3_error!(
+            PreconditionFailed,
+            "the object was modified after If-Unmodified-Since"
+        ));
     }
     let not_modified = if let Some(c) = if_none_match {
         etag_matches(c, &info.etag)
@@ -186,7 +200,10 @@ fn check_conditions(
     };
     if not_modified {
         return Err(if not_modified_is_412 {
-            s3_error!(PreconditionFailed, "the copy source matches the none-match condition")
+            s3_error!(
+                PreconditionFailed,
+                "the copy source matches the none-match condition"
+            )
         } else {
             S3Error::new(S3ErrorCode::NotModified)
         });
@@ -212,7 +229,10 @@ fn parse_mode(m: &str) -> S3Result<RetentionMode> {
     match m {
         "GOVERNANCE" => Ok(RetentionMode::Governance),
         "COMPLIANCE" => Ok(RetentionMode::Compliance),
-        _ => Err(s3_error!(InvalidArgument, "object lock mode must be GOVERNANCE or COMPLIANCE")),
+        _ => Err(s3_error!(
+            InvalidArgument,
+            "object lock mode must be GOVERNANCE or COMPLIANCE"
+        )),
     }
 }
 
@@ -220,15 +240,26 @@ fn parse_legal_hold(s: Option<&str>) -> S3Result<bool> {
     match s {
         None | Some("OFF") => Ok(false),
         Some("ON") => Ok(true),
-        Some(_) => Err(s3_error!(InvalidArgument, "legal hold status must be ON or OFF")),
+        Some(_) => Err(s3_error!(
+            InvalidArgument,
+            "legal hold status must be ON or OFF"
+        )),
     }
 }
 
 fn user_meta(m: Option<dto::Metadata>) -> S3Result<UserMeta> {
-    let meta: UserMeta = m.unwrap_or_default().into_iter().map(|(k, v)| (k.to_ascii_lowercase(), v)).collect();
+    let meta: UserMeta = m
+        .unwrap_or_default()
+        .into_iter()
+        .map(|(k, v)| (k.to_ascii_lowercase(), v))
+        .collect();
     parse::check_user_meta(&meta).map_err(|e| match e {
-        parse::MetaError::TooLarge => S3Error::with_message(S3ErrorCode::MetadataTooLarge, e.to_string()),
-        parse::MetaError::BadName => S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()),
+        parse::MetaError::TooLarge => {
+            S3Error::with_message(S3ErrorCode::MetadataTooLarge, e.to_string())
+        }
+        parse::MetaError::BadName => {
+            S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string())
+        }
     })?;
     Ok(meta)
 }
@@ -238,19 +269,32 @@ fn meta_out(m: &UserMeta) -> Option<dto::Metadata> {
 }
 
 fn content_md5(s: Option<&String>) -> S3Result<Option<[u8; 16]>> {
-    s.map(|s| parse::decode_content_md5(s).map_err(|e| S3Error::with_message(S3ErrorCode::InvalidDigest, e.to_string())))
-        .transpose()
+    s.map(|s| {
+        parse::decode_content_md5(s)
+            .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidDigest, e.to_string()))
+    })
+    .transpose()
 }
 
 /// Refuses request features the store cannot honour instead of silently dropping them.
-fn refuse_unsupported(sse_c: bool, sse: Option<&dto::ServerSideEncryption>, tagging: bool) -> S3Result<()> {
+fn refuse_unsupported(
+    sse_c: bool,
+    sse: Option<&dto::ServerSideEncryption>,
+    tagging: bool,
+) -> S3Result<()> {
     if sse_c {
-        return Err(s3_error!(NotImplemented, "SSE-C is not supported; data is encrypted at rest by the VDE policy"));
+        return Err(s3_error!(
+            NotImplemented,
+            "SSE-C is not supported; data is encrypted at rest by the VDE policy"
+        ));
     }
     if let Some(s) = sse
         && s.as_str() != "AES256"
     {
-        return Err(s3_error!(NotImplemented, "only SSE-S3 (AES256) is accepted; KMS is not supported"));
+        return Err(s3_error!(
+            NotImplemented,
+            "only SSE-S3 (AES256) is accepted; KMS is not supported"
+        ));
     }
     if tagging {
         return Err(s3_error!(NotImplemented, "object tagging is not supported"));
@@ -261,7 +305,10 @@ fn refuse_unsupported(sse_c: bool, sse: Option<&dto::ServerSideEncryption>, tagg
 fn refuse_version(v: Option<&String>) -> S3Result<()> {
     match v.map(String::as_str) {
         None | Some("null") => Ok(()),
-        Some(_) => Err(s3_error!(NotImplemented, "S3 versioning is not supported: objects have one version")),
+        Some(_) => Err(s3_error!(
+            NotImplemented,
+            "S3 versioning is not supported: objects have one version"
+        )),
     }
 }
 
@@ -276,7 +323,9 @@ fn max_keys(v: Option<i32>) -> S3Result<usize> {
     match v {
         None => Ok(MAX_LIST_KEYS),
         Some(n) if n < 0 => Err(s3_error!(InvalidArgument, "max-keys must not be negative")),
-        Some(n) => Ok(usize::try_from(n).unwrap_or(MAX_LIST_KEYS).min(MAX_LIST_KEYS)),
+        Some(n) => Ok(usize::try_from(n)
+            .unwrap_or(MAX_LIST_KEYS)
+            .min(MAX_LIST_KEYS)),
     }
 }
 
@@ -329,7 +378,11 @@ impl ChecksumCheck {
         {
             return Err(s3_error!(InvalidArgument, "unsupported checksum algorithm"));
         }
-        let any = h.crc32.is_some() || h.crc32c.is_some() || h.sha1.is_some() || h.sha256.is_some() || h.crc64nvme.is_some();
+        let any = h.crc32.is_some()
+            || h.crc32c.is_some()
+            || h.sha1.is_some()
+            || h.sha256.is_some()
+            || h.crc64nvme.is_some();
         Ok(any.then_some(Self {
             hasher: h,
             expected,
@@ -341,11 +394,21 @@ impl ChecksumCheck {
         let mut expected = self.expected;
         if let Some(t) = self.trailers.and_then(|t| t.take()) {
             let get = |name: &str| t.get(name).and_then(|v| v.to_str().ok()).map(str::to_owned);
-            expected.checksum_crc32 = expected.checksum_crc32.or_else(|| get("x-amz-checksum-crc32"));
-            expected.checksum_crc32c = expected.checksum_crc32c.or_else(|| get("x-amz-checksum-crc32c"));
-            expected.checksum_sha1 = expected.checksum_sha1.or_else(|| get("x-amz-checksum-sha1"));
-            expected.checksum_sha256 = expected.checksum_sha256.or_else(|| get("x-amz-checksum-sha256"));
-            expected.checksum_crc64nvme = expected.checksum_crc64nvme.or_else(|| get("x-amz-checksum-crc64nvme"));
+            expected.checksum_crc32 = expected
+                .checksum_crc32
+                .or_else(|| get("x-amz-checksum-crc32"));
+            expected.checksum_crc32c = expected
+                .checksum_crc32c
+                .or_else(|| get("x-amz-checksum-crc32c"));
+            expected.checksum_sha1 = expected
+                .checksum_sha1
+                .or_else(|| get("x-amz-checksum-sha1"));
+            expected.checksum_sha256 = expected
+                .checksum_sha256
+                .or_else(|| get("x-amz-checksum-sha256"));
+            expected.checksum_crc64nvme = expected
+                .checksum_crc64nvme
+                .or_else(|| get("x-amz-checksum-crc64nvme"));
         }
         let got = self.hasher.finalize();
         let pairs = [
@@ -400,7 +463,12 @@ impl S3Api {
     }
 
     /// Checks that the caller has `access` to `bucket`; returns the bucket.
-    async fn authorize<T>(&self, req: &S3Request<T>, bucket: &str, access: Access) -> S3Result<BucketInfo> {
+    async fn authorize<T>(
+        &self,
+        req: &S3Request<T>,
+        bucket: &str,
+        access: Access,
+    ) -> S3Result<BucketInfo> {
         let key = Self::caller(req)?;
         check_bucket(bucket)?;
         let b = bucket.to_owned();
@@ -415,11 +483,22 @@ impl S3Api {
         }
     }
 
-    fn limits(&self, content_length: Option<i64>, max: u64, md5: Option<[u8; 16]>) -> S3Result<BodyLimits> {
+    fn limits(
+        &self,
+        content_length: Option<i64>,
+        max: u64,
+        md5: Option<[u8; 16]>,
+    ) -> S3Result<BodyLimits> {
         let max = max.min(self.cfg.max_object_size);
         let expected_len = match content_length {
-            None => return Err(s3_error!(MissingContentLength, "Content-Length is required")),
-            Some(n) => u64::try_from(n).map_err(|_| s3_error!(InvalidArgument, "negative Content-Length"))?,
+            None => {
+                return Err(s3_error!(
+                    MissingContentLength,
+                    "Content-Length is required"
+                ));
+            }
+            Some(n) => u64::try_from(n)
+                .map_err(|_| s3_error!(InvalidArgument, "negative Content-Length"))?,
         };
         if expected_len > max {
             return Err(S3Error::with_message(
@@ -439,9 +518,15 @@ impl S3Api {
     async fn with_body<T, F>(&self, pb: PutBody, f: F) -> S3Result<T>
     where
         T: Send + 'static,
-        F: FnOnce(&dyn ObjectStore, &mut ObjectBody) -> Result<T, ObjectStoreError> + Send + 'static,
+        F: FnOnce(&dyn ObjectStore, &mut ObjectBody) -> Result<T, ObjectStoreError>
+            + Send
+            + 'static,
     {
-        let PutBody { mut body, limits, mut check } = pb;
+        let PutBody {
+            mut body,
+            limits,
+            mut check,
+        } = pb;
         let idle = self.cfg.request_timeout;
         let idle_secs = idle.as_secs();
         if limits.expected_len.is_some_and(|n| n <= INLINE_MAX) {
@@ -466,7 +551,9 @@ impl S3Api {
                         buf.extend_from_slice(&b);
                     }
                     Ok(Some(Err(e))) => {
-                        failure = Some(BodyError::Client { detail: e.to_string() });
+                        failure = Some(BodyError::Client {
+                            detail: e.to_string(),
+                        });
                         break;
                     }
                     Ok(None) => break,
@@ -517,7 +604,11 @@ impl S3Api {
                         }
                     }
                     Ok(Some(Err(e))) => {
-                        let _ = tx.send(Err(BodyError::Client { detail: e.to_string() })).await;
+                        let _ = tx
+                            .send(Err(BodyError::Client {
+                                detail: e.to_string(),
+                            }))
+                            .await;
                         return;
                     }
                     Ok(None) => {
@@ -538,7 +629,9 @@ impl S3Api {
         let ((), res) = tokio::join!(pump, task);
         match res {
             Ok(Ok(v)) => Ok(v),
-            Ok(Err(e)) => Err(verdict.failure().map_or_else(|| map_store_error(e), body_error)),
+            Ok(Err(e)) => Err(verdict
+                .failure()
+                .map_or_else(|| map_store_error(e), body_error)),
             Err(e) => Err(internal("object store call failed", &e)),
         }
     }
@@ -547,14 +640,18 @@ impl S3Api {
     /// task that reads bounded chunks into a bounded channel.
     fn stream_out(&self, mut reader: ObjectReader, len: u64) -> StreamingBlob {
         let chunk = u64::try_from(self.cfg.get_chunk_size.max(4096)).unwrap_or(1 << 20);
-        let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(GET_CHANNEL_DEPTH);
+        let (tx, rx) =
+            tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(GET_CHANNEL_DEPTH);
         tokio::task::spawn_blocking(move || {
             let mut left = len;
             while left > 0 {
                 let n = usize::try_from(left.min(chunk)).unwrap_or(1 << 20);
                 match read_exact_or_eof(&mut reader, n) {
                     Ok(b) if b.is_empty() => {
-                        let e = std::io::Error::new(std::io::ErrorKind::UnexpectedEof, "object data ended early");
+                        let e = std::io::Error::new(
+                            std::io::ErrorKind::UnexpectedEof,
+                            "object data ended early",
+                        );
                         error!(%e, "store reader returned less than the object size");
                         let _ = tx.blocking_send(Err(e));
                         return;
@@ -613,24 +710,39 @@ enum GetBody {
     Stream(ObjectReader),
 }
 
-fn lock_out(info: &ObjectInfo) -> (Option<dto::ObjectLockMode>, Option<Timestamp>, Option<dto::ObjectLockLegalHoldStatus>) {
-    let mode = info.retention.map(|r| dto::ObjectLockMode::from(r.mode.as_s3().to_owned()));
+fn lock_out(
+    info: &ObjectInfo,
+) -> (
+    Option<dto::ObjectLockMode>,
+    Option<Timestamp>,
+    Option<dto::ObjectLockLegalHoldStatus>,
+) {
+    let mode = info
+        .retention
+        .map(|r| dto::ObjectLockMode::from(r.mode.as_s3().to_owned()));
     let until = info.retention.map(|r| ts(r.retain_until));
-    let hold = info.legal_hold.then(|| dto::ObjectLockLegalHoldStatus::from("ON".to_owned()));
+    let hold = info
+        .legal_hold
+        .then(|| dto::ObjectLockLegalHoldStatus::from("ON".to_owned()));
     (mode, until, hold)
 }
 
 fn copy_source(cs: &CopySource) -> S3Result<(String, String)> {
     match cs {
-        CopySource::Bucket { bucket, key, version_id } => {
+        CopySource::Bucket {
+            bucket,
+            key,
+            version_id,
+        } => {
             refuse_version(version_id.as_deref().map(str::to_owned).as_ref())?;
             check_bucket(bucket)?;
             check_key(key)?;
             Ok((bucket.to_string(), key.to_string()))
         }
-        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => {
-            Err(s3_error!(NotImplemented, "access point and outpost copy sources are not supported"))
-        }
+        CopySource::AccessPoint { .. } | CopySource::Outpost { .. } => Err(s3_error!(
+            NotImplemented,
+            "access point and outpost copy sources are not supported"
+        )),
     }
 }
 
@@ -652,7 +764,9 @@ impl S3 for S3Api {
         let prefix = req.input.prefix.unwrap_or_default();
         let buckets = all
             .into_iter()
-            .filter(|b| b.name.starts_with(prefix.as_str()) && self.auth.allowed(&key, b, Access::Read))
+            .filter(|b| {
+                b.name.starts_with(prefix.as_str()) && self.auth.allowed(&key, b, Access::Read)
+            })
             .map(|b| dto::Bucket {
                 name: Some(b.name),
                 creation_date: Some(ts(b.created)),
@@ -682,13 +796,20 @@ impl S3 for S3Api {
                 format!("access key {key:?} may not create buckets"),
             ));
         }
-        if let Some(lc) = input.create_bucket_configuration.as_ref().and_then(|c| c.location_constraint.as_ref())
+        if let Some(lc) = input
+            .create_bucket_configuration
+            .as_ref()
+            .and_then(|c| c.location_constraint.as_ref())
             && !lc.as_str().is_empty()
             && lc.as_str() != self.cfg.region
         {
             return Err(S3Error::with_message(
                 S3ErrorCode::IllegalLocationConstraintException,
-                format!("this endpoint serves region {:?}, not {:?}", self.cfg.region, lc.as_str()),
+                format!(
+                    "this endpoint serves region {:?}, not {:?}",
+                    self.cfg.region,
+                    lc.as_str()
+                ),
             ));
         }
         let opts = CreateBucketOptions {
@@ -699,7 +820,6 @@ impl S3 for S3Api {
         self.run(move |s| s.create_bucket(&bucket, &opts)).await?;
         Ok(S3Response::new(dto::CreateBucketOutput {
             location: Some(format!("/{}", input.bucket)),
-            ..Default::default()
         }))
     }
 
@@ -707,14 +827,19 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::DeleteBucketInput>,
     ) -> S3Result<S3Response<dto::DeleteBucketOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Manage).await?;
+        self.authorize(&req, &req.input.bucket, Access::Manage)
+            .await?;
         let bucket = req.input.bucket;
         self.run(move |s| s.delete_bucket(&bucket)).await?;
         Ok(S3Response::new(dto::DeleteBucketOutput::default()))
     }
 
-    async fn head_bucket(&self, req: S3Request<dto::HeadBucketInput>) -> S3Result<S3Response<dto::HeadBucketOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+    async fn head_bucket(
+        &self,
+        req: S3Request<dto::HeadBucketInput>,
+    ) -> S3Result<S3Response<dto::HeadBucketOutput>> {
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         Ok(S3Response::new(dto::HeadBucketOutput {
             bucket_region: Some(self.cfg.region.clone()),
             ..Default::default()
@@ -725,9 +850,11 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::GetBucketLocationInput>,
     ) -> S3Result<S3Response<dto::GetBucketLocationOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         // S3 reports us-east-1 as an empty constraint.
-        let lc = (self.cfg.region != "us-east-1").then(|| dto::BucketLocationConstraint::from(self.cfg.region.clone()));
+        let lc = (self.cfg.region != "us-east-1")
+            .then(|| dto::BucketLocationConstraint::from(self.cfg.region.clone()));
         Ok(S3Response::new(dto::GetBucketLocationOutput {
             location_constraint: lc,
         }))
@@ -737,7 +864,8 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::GetBucketVersioningInput>,
     ) -> S3Result<S3Response<dto::GetBucketVersioningOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         Ok(S3Response::new(dto::GetBucketVersioningOutput::default()))
     }
 
@@ -745,7 +873,9 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::GetBucketAclInput>,
     ) -> S3Result<S3Response<dto::GetBucketAclOutput>> {
-        let b = self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        let b = self
+            .authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         Ok(S3Response::new(dto::GetBucketAclOutput {
             grants: Some(vec![owner_grant(&b.owner)]),
             owner: Some(dto::Owner {
@@ -759,7 +889,9 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::GetObjectAclInput>,
     ) -> S3Result<S3Response<dto::GetObjectAclOutput>> {
-        let b = self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        let b = self
+            .authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         check_key(&req.input.key)?;
         let (bucket, key) = (req.input.bucket.clone(), req.input.key.clone());
         self.run(move |s| s.head_object(&bucket, &key)).await?;
@@ -773,8 +905,12 @@ impl S3 for S3Api {
         }))
     }
 
-    async fn put_object(&self, req: S3Request<dto::PutObjectInput>) -> S3Result<S3Response<dto::PutObjectOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+    async fn put_object(
+        &self,
+        req: S3Request<dto::PutObjectInput>,
+    ) -> S3Result<S3Response<dto::PutObjectOutput>> {
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let trailers = req.trailing_headers.clone();
         let input = req.input;
         check_key(&input.key)?;
@@ -784,18 +920,33 @@ impl S3 for S3Api {
             input.tagging.is_some(),
         )?;
         if input.if_match.is_some() || input.if_none_match.is_some() {
-            return Err(s3_error!(NotImplemented, "conditional writes (If-Match/If-None-Match) are not supported"));
+            return Err(s3_error!(
+                NotImplemented,
+                "conditional writes (If-Match/If-None-Match) are not supported"
+            ));
         }
         let opts = PutOptions {
             content_type: input.content_type.clone(),
             user_meta: user_meta(input.metadata.clone())?,
             retention: parse_retention(
-                input.object_lock_mode.as_ref().map(dto::ObjectLockMode::as_str),
+                input
+                    .object_lock_mode
+                    .as_ref()
+                    .map(dto::ObjectLockMode::as_str),
                 input.object_lock_retain_until_date.as_ref(),
             )?,
-            legal_hold: parse_legal_hold(input.object_lock_legal_hold_status.as_ref().map(|s| s.as_str()))?,
+            legal_hold: parse_legal_hold(
+                input
+                    .object_lock_legal_hold_status
+                    .as_ref()
+                    .map(|s| s.as_str()),
+            )?,
         };
-        let limits = self.limits(input.content_length, self.cfg.max_object_size, content_md5(input.content_md5.as_ref())?)?;
+        let limits = self.limits(
+            input.content_length,
+            self.cfg.max_object_size,
+            content_md5(input.content_md5.as_ref())?,
+        )?;
         let check = ChecksumCheck::new(
             dto::Checksum {
                 checksum_crc32: input.checksum_crc32.clone(),
@@ -808,10 +959,20 @@ impl S3 for S3Api {
             input.checksum_algorithm.as_ref(),
             trailers,
         )?;
-        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
+        // A zero-length request may come without a body; the length check still applies.
+        let body = input
+            .body
+            .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
         let (bucket, key) = (input.bucket, input.key);
         let info = self
-            .with_body(PutBody { body, limits, check }, move |s, b| s.put_object(&bucket, &key, &opts, b))
+            .with_body(
+                PutBody {
+                    body,
+                    limits,
+                    check,
+                },
+                move |s, b| s.put_object(&bucket, &key, &opts, b),
+            )
             .await?;
         Ok(S3Response::new(dto::PutObjectOutput {
             e_tag: Some(ETag::Strong(info.etag)),
@@ -819,13 +980,20 @@ impl S3 for S3Api {
         }))
     }
 
-    async fn get_object(&self, req: S3Request<dto::GetObjectInput>) -> S3Result<S3Response<dto::GetObjectOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+    async fn get_object(
+        &self,
+        req: S3Request<dto::GetObjectInput>,
+    ) -> S3Result<S3Response<dto::GetObjectOutput>> {
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         refuse_version(input.version_id.as_ref())?;
         if input.part_number.is_some() {
-            return Err(s3_error!(NotImplemented, "GET by part number is not supported; use a Range"));
+            return Err(s3_error!(
+                NotImplemented,
+                "GET by part number is not supported; use a Range"
+            ));
         }
         if input.sse_customer_algorithm.is_some() {
             return Err(s3_error!(NotImplemented, "SSE-C is not supported"));
@@ -839,9 +1007,10 @@ impl S3 for S3Api {
                 let body = if len <= INLINE_MAX {
                     let mut r = g.reader;
                     let n = usize::try_from(len).unwrap_or(0);
-                    let b = read_exact_or_eof(&mut r, n).map_err(|e| ObjectStoreError::Internal {
-                        detail: format!("reading object data: {e}"),
-                    })?;
+                    let b =
+                        read_exact_or_eof(&mut r, n).map_err(|e| ObjectStoreError::Internal {
+                            detail: format!("reading object data: {e}"),
+                        })?;
                     if b.len() != n {
                         return Err(ObjectStoreError::Internal {
                             detail: format!("store reader gave {} of {n} bytes", b.len()),
@@ -867,7 +1036,14 @@ impl S3 for S3Api {
             GetBody::Inline(b) => StreamingBlob::from(s3s::Body::from(b)),
             GetBody::Stream(r) => self.stream_out(r, len),
         };
-        let content_range = range.map(|_| format!("bytes {}-{}/{}", byte_range.start, byte_range.end.saturating_sub(1), info.size));
+        let content_range = range.map(|_| {
+            format!(
+                "bytes {}-{}/{}",
+                byte_range.start,
+                byte_range.end.saturating_sub(1),
+                info.size
+            )
+        });
         let (mode, until, hold) = lock_out(&info);
         Ok(S3Response::new(dto::GetObjectOutput {
             body: Some(blob),
@@ -890,8 +1066,12 @@ impl S3 for S3Api {
         }))
     }
 
-    async fn head_object(&self, req: S3Request<dto::HeadObjectInput>) -> S3Result<S3Response<dto::HeadObjectOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+    async fn head_object(
+        &self,
+        req: S3Request<dto::HeadObjectInput>,
+    ) -> S3Result<S3Response<dto::HeadObjectOutput>> {
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         refuse_version(input.version_id.as_ref())?;
@@ -909,7 +1089,10 @@ impl S3 for S3Api {
         let (len, content_range) = match input.range.map(range_from) {
             Some(r) => {
                 let rg = parse::resolve_range(r, info.size).map_err(map_store_error)?;
-                (rg.end - rg.start, Some(format!("bytes {}-{}/{}", rg.start, rg.end - 1, info.size)))
+                (
+                    rg.end - rg.start,
+                    Some(format!("bytes {}-{}/{}", rg.start, rg.end - 1, info.size)),
+                )
             }
             None => (info.size, None),
         };
@@ -933,16 +1116,19 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::DeleteObjectInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let bypass = bypass(&req);
         if bypass {
-            self.authorize(&req, &req.input.bucket, Access::Manage).await?;
+            self.authorize(&req, &req.input.bucket, Access::Manage)
+                .await?;
         }
         let input = req.input;
         check_key(&input.key)?;
         refuse_version(input.version_id.as_ref())?;
         let (bucket, key) = (input.bucket, input.key);
-        self.run(move |s| s.delete_object(&bucket, &key, bypass)).await?;
+        self.run(move |s| s.delete_object(&bucket, &key, bypass))
+            .await?;
         Ok(S3Response::new(dto::DeleteObjectOutput::default()))
     }
 
@@ -950,15 +1136,20 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::DeleteObjectsInput>,
     ) -> S3Result<S3Response<dto::DeleteObjectsOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let bypass = req.input.bypass_governance_retention.unwrap_or(false) || bypass(&req);
         if bypass {
-            self.authorize(&req, &req.input.bucket, Access::Manage).await?;
+            self.authorize(&req, &req.input.bucket, Access::Manage)
+                .await?;
         }
         let input = req.input;
         let objects = input.delete.objects;
         if objects.len() > MAX_DELETE_KEYS {
-            return Err(s3_error!(MalformedXML, "at most 1000 keys per DeleteObjects request"));
+            return Err(s3_error!(
+                MalformedXML,
+                "at most 1000 keys per DeleteObjects request"
+            ));
         }
         let quiet = input.delete.quiet.unwrap_or(false);
         let bucket = input.bucket;
@@ -971,11 +1162,12 @@ impl S3 for S3Api {
                     } else if o.version_id.as_deref().is_some_and(|v| v != "null") {
                         Err(s3_error!(NotImplemented, "S3 versioning is not supported"))
                     } else {
-                        s.delete_object(&bucket, &o.key, bypass).map_err(|e| match e {
-                            // A missing bucket fails the whole request.
-                            ObjectStoreError::NoSuchBucket { .. } => map_store_error(e),
-                            other => map_store_error(other),
-                        })
+                        s.delete_object(&bucket, &o.key, bypass)
+                            .map_err(|e| match e {
+                                // A missing bucket fails the whole request.
+                                ObjectStoreError::NoSuchBucket { .. } => map_store_error(e),
+                                other => map_store_error(other),
+                            })
                     };
                     out.push((o.key, r));
                 }
@@ -1006,10 +1198,14 @@ impl S3 for S3Api {
         }))
     }
 
-    async fn copy_object(&self, req: S3Request<dto::CopyObjectInput>) -> S3Result<S3Response<dto::CopyObjectOutput>> {
+    async fn copy_object(
+        &self,
+        req: S3Request<dto::CopyObjectInput>,
+    ) -> S3Result<S3Response<dto::CopyObjectOutput>> {
         let (src_bucket, src_key) = copy_source(&req.input.copy_source)?;
         self.authorize(&req, &src_bucket, Access::Read).await?;
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         refuse_unsupported(
@@ -1017,7 +1213,10 @@ impl S3 for S3Api {
             input.server_side_encryption.as_ref(),
             input.tagging.is_some(),
         )?;
-        let replace = input.metadata_directive.as_ref().is_some_and(|d| d.as_str() == "REPLACE");
+        let replace = input
+            .metadata_directive
+            .as_ref()
+            .is_some_and(|d| d.as_str() == "REPLACE");
         if !replace && src_bucket == input.bucket && src_key == input.key {
             return Err(s3_error!(
                 InvalidRequest,
@@ -1029,10 +1228,18 @@ impl S3 for S3Api {
                 content_type: input.content_type.clone(),
                 user_meta: user_meta(input.metadata.clone())?,
                 retention: parse_retention(
-                    input.object_lock_mode.as_ref().map(dto::ObjectLockMode::as_str),
+                    input
+                        .object_lock_mode
+                        .as_ref()
+                        .map(dto::ObjectLockMode::as_str),
                     input.object_lock_retain_until_date.as_ref(),
                 )?,
-                legal_hold: parse_legal_hold(input.object_lock_legal_hold_status.as_ref().map(|s| s.as_str()))?,
+                legal_hold: parse_legal_hold(
+                    input
+                        .object_lock_legal_hold_status
+                        .as_ref()
+                        .map(|s| s.as_str()),
+                )?,
             })
         } else {
             MetadataDirective::Copy
@@ -1071,7 +1278,8 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::ListObjectsInput>,
     ) -> S3Result<S3Response<dto::ListObjectsOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         let url = want_url_encoding(input.encoding_type.as_ref())?;
         let q = ListQuery {
@@ -1091,7 +1299,12 @@ impl S3 for S3Api {
             next_marker: page.next_marker.map(|m| enc(url, m)),
             delimiter: input.delimiter.map(|d| enc(url, d)),
             encoding_type: input.encoding_type,
-            contents: Some(page.objects.into_iter().map(|e| list_entry(url, e)).collect()),
+            contents: Some(
+                page.objects
+                    .into_iter()
+                    .map(|e| list_entry(url, e))
+                    .collect(),
+            ),
             common_prefixes: Some(
                 page.common_prefixes
                     .into_iter()
@@ -1108,16 +1321,17 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::ListObjectsV2Input>,
     ) -> S3Result<S3Response<dto::ListObjectsV2Output>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         let url = want_url_encoding(input.encoding_type.as_ref())?;
-        let start_after = match input.continuation_token.as_deref() {
-            Some(t) => Some(
-                parse::decode_continuation_token(t)
-                    .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))?,
-            ),
-            None => input.start_after.clone().filter(|s| !s.is_empty()),
-        };
+        let start_after =
+            match input.continuation_token.as_deref() {
+                Some(t) => Some(parse::decode_continuation_token(t).map_err(|e| {
+                    S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string())
+                })?),
+                None => input.start_after.clone().filter(|s| !s.is_empty()),
+            };
         let q = ListQuery {
             prefix: input.prefix.clone().unwrap_or_default(),
             delimiter: input.delimiter.clone().filter(|d| !d.is_empty()),
@@ -1126,19 +1340,28 @@ impl S3 for S3Api {
         };
         let bucket = input.bucket.clone();
         let page = self.run(move |s| s.list_objects(&bucket, &q)).await?;
-        let key_count = i32::try_from(page.objects.len() + page.common_prefixes.len()).unwrap_or(i32::MAX);
+        let key_count =
+            i32::try_from(page.objects.len() + page.common_prefixes.len()).unwrap_or(i32::MAX);
         Ok(S3Response::new(dto::ListObjectsV2Output {
             name: Some(input.bucket),
             prefix: Some(enc(url, input.prefix.unwrap_or_default())),
             max_keys: input.max_keys.or(Some(1000)),
             key_count: Some(key_count),
             continuation_token: input.continuation_token,
-            next_continuation_token: page.next_marker.as_deref().map(parse::encode_continuation_token),
+            next_continuation_token: page
+                .next_marker
+                .as_deref()
+                .map(parse::encode_continuation_token),
             is_truncated: Some(page.is_truncated),
             start_after: input.start_after.map(|s| enc(url, s)),
             delimiter: input.delimiter.map(|d| enc(url, d)),
             encoding_type: input.encoding_type,
-            contents: Some(page.objects.into_iter().map(|e| list_entry(url, e)).collect()),
+            contents: Some(
+                page.objects
+                    .into_iter()
+                    .map(|e| list_entry(url, e))
+                    .collect(),
+            ),
             common_prefixes: Some(
                 page.common_prefixes
                     .into_iter()
@@ -1155,7 +1378,8 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::CreateMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CreateMultipartUploadOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         refuse_unsupported(
@@ -1167,13 +1391,23 @@ impl S3 for S3Api {
             content_type: input.content_type.clone(),
             user_meta: user_meta(input.metadata.clone())?,
             retention: parse_retention(
-                input.object_lock_mode.as_ref().map(dto::ObjectLockMode::as_str),
+                input
+                    .object_lock_mode
+                    .as_ref()
+                    .map(dto::ObjectLockMode::as_str),
                 input.object_lock_retain_until_date.as_ref(),
             )?,
-            legal_hold: parse_legal_hold(input.object_lock_legal_hold_status.as_ref().map(|s| s.as_str()))?,
+            legal_hold: parse_legal_hold(
+                input
+                    .object_lock_legal_hold_status
+                    .as_ref()
+                    .map(|s| s.as_str()),
+            )?,
         };
         let (bucket, key) = (input.bucket.clone(), input.key.clone());
-        let upload_id = self.run(move |s| s.create_multipart_upload(&bucket, &key, &opts)).await?;
+        let upload_id = self
+            .run(move |s| s.create_multipart_upload(&bucket, &key, &opts))
+            .await?;
         Ok(S3Response::new(dto::CreateMultipartUploadOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -1182,13 +1416,21 @@ impl S3 for S3Api {
         }))
     }
 
-    async fn upload_part(&self, req: S3Request<dto::UploadPartInput>) -> S3Result<S3Response<dto::UploadPartOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+    async fn upload_part(
+        &self,
+        req: S3Request<dto::UploadPartInput>,
+    ) -> S3Result<S3Response<dto::UploadPartOutput>> {
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let trailers = req.trailing_headers.clone();
         let input = req.input;
         check_key(&input.key)?;
         let part = part_number(input.part_number)?;
-        let limits = self.limits(input.content_length, MAX_PART_SIZE, content_md5(input.content_md5.as_ref())?)?;
+        let limits = self.limits(
+            input.content_length,
+            MAX_PART_SIZE,
+            content_md5(input.content_md5.as_ref())?,
+        )?;
         let check = ChecksumCheck::new(
             dto::Checksum {
                 checksum_crc32: input.checksum_crc32.clone(),
@@ -1201,10 +1443,20 @@ impl S3 for S3Api {
             input.checksum_algorithm.as_ref(),
             trailers,
         )?;
-        let body = input.body.ok_or_else(|| s3_error!(IncompleteBody, "the request has no body"))?;
+        // A zero-length request may come without a body; the length check still applies.
+        let body = input
+            .body
+            .unwrap_or_else(|| StreamingBlob::from(s3s::Body::empty()));
         let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
         let info = self
-            .with_body(PutBody { body, limits, check }, move |s, b| s.upload_part(&bucket, &key, &id, part, b))
+            .with_body(
+                PutBody {
+                    body,
+                    limits,
+                    check,
+                },
+                move |s, b| s.upload_part(&bucket, &key, &id, part, b),
+            )
             .await?;
         Ok(S3Response::new(dto::UploadPartOutput {
             e_tag: Some(ETag::Strong(info.etag)),
@@ -1218,14 +1470,18 @@ impl S3 for S3Api {
     ) -> S3Result<S3Response<dto::UploadPartCopyOutput>> {
         let (src_bucket, src_key) = copy_source(&req.input.copy_source)?;
         self.authorize(&req, &src_bucket, Access::Read).await?;
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         let part = part_number(input.part_number)?;
         let range = input
             .copy_source_range
             .as_deref()
-            .map(|r| parse::parse_copy_source_range(r).map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string())))
+            .map(|r| {
+                parse::parse_copy_source_range(r)
+                    .map_err(|e| S3Error::with_message(S3ErrorCode::InvalidArgument, e.to_string()))
+            })
             .transpose()?;
         let max = MAX_PART_SIZE.min(self.cfg.max_object_size);
         let conds = (
@@ -1238,7 +1494,14 @@ impl S3 for S3Api {
         let info = self
             .run(move |s| {
                 let g = s.get_object(&src_bucket, &src_key, range)?;
-                let cond = check_conditions(&g.info, conds.0.as_ref(), conds.1.as_ref(), conds.2.as_ref(), conds.3.as_ref(), true);
+                let cond = check_conditions(
+                    &g.info,
+                    conds.0.as_ref(),
+                    conds.1.as_ref(),
+                    conds.2.as_ref(),
+                    conds.3.as_ref(),
+                    true,
+                );
                 if let Err(e) = cond {
                     return Ok(Err(e));
                 }
@@ -1271,19 +1534,28 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::CompleteMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::CompleteMultipartUploadOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
-        let requested = input.multipart_upload.and_then(|m| m.parts).unwrap_or_default();
+        let requested = input
+            .multipart_upload
+            .and_then(|m| m.parts)
+            .unwrap_or_default();
         if requested.len() > usize::try_from(MAX_PART_NUMBER).unwrap_or(usize::MAX) {
             return Err(s3_error!(MalformedXML, "at most 10000 parts"));
         }
         let mut parts = Vec::with_capacity(requested.len());
         for p in requested {
-            let n = p.part_number.ok_or_else(|| s3_error!(InvalidPart, "a part has no PartNumber"))?;
-            let etag = p.e_tag.ok_or_else(|| s3_error!(InvalidPart, "a part has no ETag"))?;
+            let n = p
+                .part_number
+                .ok_or_else(|| s3_error!(InvalidPart, "a part has no PartNumber"))?;
+            let etag = p
+                .e_tag
+                .ok_or_else(|| s3_error!(InvalidPart, "a part has no ETag"))?;
             parts.push(CompletedPart {
-                part_number: u32::try_from(n).map_err(|_| s3_error!(InvalidPart, "negative part number"))?,
+                part_number: u32::try_from(n)
+                    .map_err(|_| s3_error!(InvalidPart, "negative part number"))?,
                 etag: parse::unquote_etag(etag.value()).to_owned(),
             });
         }
@@ -1304,11 +1576,13 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::AbortMultipartUploadInput>,
     ) -> S3Result<S3Response<dto::AbortMultipartUploadOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         let (bucket, key, id) = (input.bucket, input.key, input.upload_id);
-        self.run(move |s| s.abort_multipart_upload(&bucket, &key, &id)).await?;
+        self.run(move |s| s.abort_multipart_upload(&bucket, &key, &id))
+            .await?;
         Ok(S3Response::new(dto::AbortMultipartUploadOutput::default()))
     }
 
@@ -1316,7 +1590,8 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::ListMultipartUploadsInput>,
     ) -> S3Result<S3Response<dto::ListMultipartUploadsOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         let url = want_url_encoding(input.encoding_type.as_ref())?;
         let q = UploadQuery {
@@ -1326,8 +1601,13 @@ impl S3 for S3Api {
             max_uploads: max_keys(input.max_uploads)?,
         };
         let bucket = input.bucket.clone();
-        let page = self.run(move |s| s.list_multipart_uploads(&bucket, &q)).await?;
-        let last = page.uploads.last().map(|u| (u.key.clone(), u.upload_id.clone()));
+        let page = self
+            .run(move |s| s.list_multipart_uploads(&bucket, &q))
+            .await?;
+        let last = page
+            .uploads
+            .last()
+            .map(|u| (u.key.clone(), u.upload_id.clone()));
         Ok(S3Response::new(dto::ListMultipartUploadsOutput {
             bucket: Some(input.bucket),
             prefix: input.prefix.map(|p| enc(url, p)),
@@ -1335,7 +1615,10 @@ impl S3 for S3Api {
             upload_id_marker: input.upload_id_marker,
             max_uploads: input.max_uploads.or(Some(1000)),
             is_truncated: Some(page.is_truncated),
-            next_key_marker: page.is_truncated.then(|| last.as_ref().map(|l| enc(url, l.0.clone()))).flatten(),
+            next_key_marker: page
+                .is_truncated
+                .then(|| last.as_ref().map(|l| enc(url, l.0.clone())))
+                .flatten(),
             next_upload_id_marker: page.is_truncated.then(|| last.map(|l| l.1)).flatten(),
             encoding_type: input.encoding_type,
             uploads: Some(
@@ -1353,16 +1636,29 @@ impl S3 for S3Api {
         }))
     }
 
-    async fn list_parts(&self, req: S3Request<dto::ListPartsInput>) -> S3Result<S3Response<dto::ListPartsOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+    async fn list_parts(
+        &self,
+        req: S3Request<dto::ListPartsInput>,
+    ) -> S3Result<S3Response<dto::ListPartsOutput>> {
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         let marker = u32::try_from(input.part_number_marker.unwrap_or(0))
             .map_err(|_| s3_error!(InvalidArgument, "part-number-marker must not be negative"))?;
         let max = max_keys(input.max_parts)?;
-        let (bucket, key, id) = (input.bucket.clone(), input.key.clone(), input.upload_id.clone());
-        let page = self.run(move |s| s.list_parts(&bucket, &key, &id, marker, max)).await?;
-        let next = page.parts.last().and_then(|p| i32::try_from(p.part_number).ok());
+        let (bucket, key, id) = (
+            input.bucket.clone(),
+            input.key.clone(),
+            input.upload_id.clone(),
+        );
+        let page = self
+            .run(move |s| s.list_parts(&bucket, &key, &id, marker, max))
+            .await?;
+        let next = page
+            .parts
+            .last()
+            .and_then(|p| i32::try_from(p.part_number).ok());
         Ok(S3Response::new(dto::ListPartsOutput {
             bucket: Some(input.bucket),
             key: Some(input.key),
@@ -1391,20 +1687,26 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::PutObjectRetentionInput>,
     ) -> S3Result<S3Response<dto::PutObjectRetentionOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let bypass = req.input.bypass_governance_retention.unwrap_or(false) || bypass(&req);
         if bypass {
-            self.authorize(&req, &req.input.bucket, Access::Manage).await?;
+            self.authorize(&req, &req.input.bucket, Access::Manage)
+                .await?;
         }
         let input = req.input;
         check_key(&input.key)?;
         refuse_version(input.version_id.as_ref())?;
         let retention = match input.retention {
             None => None,
-            Some(r) => parse_retention(r.mode.as_ref().map(dto::ObjectLockRetentionMode::as_str), r.retain_until_date.as_ref())?,
+            Some(r) => parse_retention(
+                r.mode.as_ref().map(dto::ObjectLockRetentionMode::as_str),
+                r.retain_until_date.as_ref(),
+            )?,
         };
         let (bucket, key) = (input.bucket, input.key);
-        self.run(move |s| s.put_object_retention(&bucket, &key, retention, bypass)).await?;
+        self.run(move |s| s.put_object_retention(&bucket, &key, retention, bypass))
+            .await?;
         Ok(S3Response::new(dto::PutObjectRetentionOutput::default()))
     }
 
@@ -1412,18 +1714,26 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::GetObjectRetentionInput>,
     ) -> S3Result<S3Response<dto::GetObjectRetentionOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         refuse_version(input.version_id.as_ref())?;
         let (bucket, key) = (input.bucket, input.key);
-        let r = self.run(move |s| s.get_object_retention(&bucket, &key)).await?;
+        let r = self
+            .run(move |s| s.get_object_retention(&bucket, &key))
+            .await?;
         let r = r.ok_or_else(|| {
-            s3_error!(NoSuchObjectLockConfiguration, "the object does not have an object lock configuration")
+            s3_error!(
+                NoSuchObjectLockConfiguration,
+                "the object does not have an object lock configuration"
+            )
         })?;
         Ok(S3Response::new(dto::GetObjectRetentionOutput {
             retention: Some(dto::ObjectLockRetention {
-                mode: Some(dto::ObjectLockRetentionMode::from(r.mode.as_s3().to_owned())),
+                mode: Some(dto::ObjectLockRetentionMode::from(
+                    r.mode.as_s3().to_owned(),
+                )),
                 retain_until_date: Some(ts(r.retain_until)),
             }),
         }))
@@ -1433,13 +1743,21 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::PutObjectLegalHoldInput>,
     ) -> S3Result<S3Response<dto::PutObjectLegalHoldOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Write).await?;
+        self.authorize(&req, &req.input.bucket, Access::Write)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         refuse_version(input.version_id.as_ref())?;
-        let on = parse_legal_hold(input.legal_hold.as_ref().and_then(|h| h.status.as_ref()).map(|s| s.as_str()))?;
+        let on = parse_legal_hold(
+            input
+                .legal_hold
+                .as_ref()
+                .and_then(|h| h.status.as_ref())
+                .map(|s| s.as_str()),
+        )?;
         let (bucket, key) = (input.bucket, input.key);
-        self.run(move |s| s.put_object_legal_hold(&bucket, &key, on)).await?;
+        self.run(move |s| s.put_object_legal_hold(&bucket, &key, on))
+            .await?;
         Ok(S3Response::new(dto::PutObjectLegalHoldOutput::default()))
     }
 
@@ -1447,15 +1765,20 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::GetObjectLegalHoldInput>,
     ) -> S3Result<S3Response<dto::GetObjectLegalHoldOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        self.authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let input = req.input;
         check_key(&input.key)?;
         refuse_version(input.version_id.as_ref())?;
         let (bucket, key) = (input.bucket, input.key);
-        let on = self.run(move |s| s.get_object_legal_hold(&bucket, &key)).await?;
+        let on = self
+            .run(move |s| s.get_object_legal_hold(&bucket, &key))
+            .await?;
         Ok(S3Response::new(dto::GetObjectLegalHoldOutput {
             legal_hold: Some(dto::ObjectLockLegalHold {
-                status: Some(dto::ObjectLockLegalHoldStatus::from(if on { "ON" } else { "OFF" }.to_owned())),
+                status: Some(dto::ObjectLockLegalHoldStatus::from(
+                    if on { "ON" } else { "OFF" }.to_owned(),
+                )),
             }),
         }))
     }
@@ -1464,7 +1787,8 @@ impl S3 for S3Api {
         &self,
         req: S3Request<dto::PutObjectLockConfigurationInput>,
     ) -> S3Result<S3Response<dto::PutObjectLockConfigurationOutput>> {
-        self.authorize(&req, &req.input.bucket, Access::Manage).await?;
+        self.authorize(&req, &req.input.bucket, Access::Manage)
+            .await?;
         let input = req.input;
         let cfg = input
             .object_lock_configuration
@@ -1478,26 +1802,41 @@ impl S3 for S3Api {
                 let mode = parse_mode(d.mode.as_ref().map_or("", |m| m.as_str()))?;
                 let days = match (d.days, d.years) {
                     (Some(days), None) if days > 0 => u32::try_from(days).ok(),
-                    (None, Some(y)) if y > 0 => u32::try_from(y).ok().and_then(|y| y.checked_mul(365)),
+                    (None, Some(y)) if y > 0 => {
+                        u32::try_from(y).ok().and_then(|y| y.checked_mul(365))
+                    }
                     _ => None,
                 }
-                .ok_or_else(|| s3_error!(MalformedXML, "DefaultRetention needs a positive Days or Years, not both"))?;
+                .ok_or_else(|| {
+                    s3_error!(
+                        MalformedXML,
+                        "DefaultRetention needs a positive Days or Years, not both"
+                    )
+                })?;
                 Some(DefaultRetention { mode, days })
             }
         };
         let bucket = input.bucket;
         let config = BucketLockConfig { default_retention };
-        self.run(move |s| s.put_bucket_lock_config(&bucket, &config)).await?;
-        Ok(S3Response::new(dto::PutObjectLockConfigurationOutput::default()))
+        self.run(move |s| s.put_bucket_lock_config(&bucket, &config))
+            .await?;
+        Ok(S3Response::new(
+            dto::PutObjectLockConfigurationOutput::default(),
+        ))
     }
 
     async fn get_object_lock_configuration(
         &self,
         req: S3Request<dto::GetObjectLockConfigurationInput>,
     ) -> S3Result<S3Response<dto::GetObjectLockConfigurationOutput>> {
-        let b = self.authorize(&req, &req.input.bucket, Access::Read).await?;
+        let b = self
+            .authorize(&req, &req.input.bucket, Access::Read)
+            .await?;
         let lock = b.lock.ok_or_else(|| {
-            s3_error!(ObjectLockConfigurationNotFoundError, "object lock is not enabled on this bucket")
+            s3_error!(
+                ObjectLockConfigurationNotFoundError,
+                "object lock is not enabled on this bucket"
+            )
         })?;
         Ok(S3Response::new(dto::GetObjectLockConfigurationOutput {
             object_lock_configuration: Some(dto::ObjectLockConfiguration {
@@ -1505,7 +1844,9 @@ impl S3 for S3Api {
                 rule: lock.default_retention.map(|d| dto::ObjectLockRule {
                     default_retention: Some(dto::DefaultRetention {
                         days: i32::try_from(d.days).ok(),
-                        mode: Some(dto::ObjectLockRetentionMode::from(d.mode.as_s3().to_owned())),
+                        mode: Some(dto::ObjectLockRetentionMode::from(
+                            d.mode.as_s3().to_owned(),
+                        )),
                         years: None,
                     }),
                 }),
@@ -1518,7 +1859,12 @@ fn part_number(n: i32) -> S3Result<u32> {
     u32::try_from(n)
         .ok()
         .filter(|n| (1..=MAX_PART_NUMBER).contains(n))
-        .ok_or_else(|| s3_error!(InvalidArgument, "Part number must be an integer between 1 and 10000, inclusive"))
+        .ok_or_else(|| {
+            s3_error!(
+                InvalidArgument,
+                "Part number must be an integer between 1 and 10000, inclusive"
+            )
+        })
 }
 
 fn list_entry(url: bool, e: crate::store::ListEntry) -> dto::Object {
@@ -1555,7 +1901,10 @@ impl s3s::auth::S3Auth for AuthBridge {
             Some(s) => Ok(s3s::auth::SecretKey::from(s)),
             None => {
                 warn!(access_key, "request with an unknown access key");
-                Err(s3_error!(InvalidAccessKeyId, "the access key id does not exist"))
+                Err(s3_error!(
+                    InvalidAccessKeyId,
+                    "the access key id does not exist"
+                ))
             }
         }
     }
@@ -1576,7 +1925,10 @@ impl s3s::access::S3Access for AccessBridge {
         }
         match cx.credentials() {
             Some(_) => Ok(()),
-            None => Err(s3_error!(AccessDenied, "anonymous access is not allowed: sign the request")),
+            None => Err(s3_error!(
+                AccessDenied,
+                "anonymous access is not allowed: sign the request"
+            )),
         }
     }
 }
@@ -1597,7 +1949,11 @@ mod tests {
     #[test]
     fn error_mapping() {
         let cases = [
-            (ObjectStoreError::NoSuchBucket { bucket: "b".into() }, "NoSuchBucket", 404),
+            (
+                ObjectStoreError::NoSuchBucket { bucket: "b".into() },
+                "NoSuchBucket",
+                404,
+            ),
             (
                 ObjectStoreError::WormProtected {
                     reason: "legal hold".into(),
@@ -1605,8 +1961,16 @@ mod tests {
                 "AccessDenied",
                 403,
             ),
-            (ObjectStoreError::QuotaExceeded { detail: "x".into() }, "QuotaExceeded", 403),
-            (ObjectStoreError::InvalidRange { size: 1 }, "InvalidRange", 416),
+            (
+                ObjectStoreError::QuotaExceeded { detail: "x".into() },
+                "QuotaExceeded",
+                403,
+            ),
+            (
+                ObjectStoreError::InvalidRange { size: 1 },
+                "InvalidRange",
+                416,
+            ),
             (ObjectStoreError::BadDigest, "BadDigest", 400),
             (
                 ObjectStoreError::ObjectLockNotEnabled { bucket: "b".into() },
@@ -1646,7 +2010,10 @@ mod tests {
         assert!(check_conditions(&info, Some(&m), None, None, None, false).is_ok());
         assert!(check_conditions(&info, Some(&n), None, None, None, false).is_err());
         let e = check_conditions(&info, None, Some(&m), None, None, false).err();
-        assert_eq!(e.map(|e| e.code().as_str().to_owned()).as_deref(), Some("NotModified"));
+        assert_eq!(
+            e.map(|e| e.code().as_str().to_owned()).as_deref(),
+            Some("NotModified")
+        );
         let later = ts(SystemTime::UNIX_EPOCH + Duration::from_secs(2000));
         assert!(check_conditions(&info, None, None, Some(&later), None, false).is_err());
         assert!(check_conditions(&info, None, None, None, Some(&later), false).is_ok());

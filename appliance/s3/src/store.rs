@@ -406,7 +406,9 @@ pub enum ObjectStoreError {
         detail: String,
     },
     /// An object lock operation on a bucket created without object lock.
-    #[error("bucket {bucket:?} has no object lock configuration (create it with object lock enabled)")]
+    #[error(
+        "bucket {bucket:?} has no object lock configuration (create it with object lock enabled)"
+    )]
     ObjectLockNotEnabled {
         /// Bucket name.
         bucket: String,
@@ -446,7 +448,9 @@ impl From<std::io::Error> for ObjectStoreError {
     fn from(e: std::io::Error) -> Self {
         match crate::body::BodyError::from_io(&e) {
             Some(b) => b.into(),
-            None => Self::Internal { detail: e.to_string() },
+            None => Self::Internal {
+                detail: e.to_string(),
+            },
         }
     }
 }
@@ -460,7 +464,11 @@ pub trait ObjectStore: Send + Sync + 'static {
     fn list_buckets(&self) -> Result<Vec<BucketInfo>, ObjectStoreError>;
     /// Creates a bucket. `BucketAlreadyOwnedByYou` when `opts.owner` already owns it,
     /// `BucketAlreadyExists` when another key does.
-    fn create_bucket(&self, bucket: &str, opts: &CreateBucketOptions) -> Result<BucketInfo, ObjectStoreError>;
+    fn create_bucket(
+        &self,
+        bucket: &str,
+        opts: &CreateBucketOptions,
+    ) -> Result<BucketInfo, ObjectStoreError>;
     /// Deletes an empty bucket (no objects, no uploads in progress).
     fn delete_bucket(&self, bucket: &str) -> Result<(), ObjectStoreError>;
     /// Bucket metadata, `NoSuchBucket` when absent.
@@ -483,12 +491,22 @@ pub trait ObjectStore: Send + Sync + 'static {
     ) -> Result<ObjectInfo, ObjectStoreError>;
     /// Opens an object for reading, optionally a byte range of it (resolve with
     /// [`crate::parse::resolve_range`]). `InvalidRange` when the range misses the object.
-    fn get_object(&self, bucket: &str, key: &str, range: Option<RangeRequest>) -> Result<GetObject, ObjectStoreError>;
+    fn get_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        range: Option<RangeRequest>,
+    ) -> Result<GetObject, ObjectStoreError>;
     /// Object metadata.
     fn head_object(&self, bucket: &str, key: &str) -> Result<ObjectInfo, ObjectStoreError>;
     /// Deletes an object. Deleting a missing key succeeds (S3 semantics); a protected object
     /// fails with `WormProtected` unless `bypass_governance` and only governance retention applies.
-    fn delete_object(&self, bucket: &str, key: &str, bypass_governance: bool) -> Result<(), ObjectStoreError>;
+    fn delete_object(
+        &self,
+        bucket: &str,
+        key: &str,
+        bypass_governance: bool,
+    ) -> Result<(), ObjectStoreError>;
     /// Server-side copy; the store may share data instead of copying it. Copying an object onto
     /// itself with [`MetadataDirective::Replace`] updates its metadata.
     fn copy_object(
@@ -505,7 +523,12 @@ pub trait ObjectStore: Send + Sync + 'static {
     // ---- multipart uploads ----
 
     /// Starts a multipart upload; returns its id (opaque, ASCII, at most 128 bytes).
-    fn create_multipart_upload(&self, bucket: &str, key: &str, opts: &PutOptions) -> Result<String, ObjectStoreError>;
+    fn create_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        opts: &PutOptions,
+    ) -> Result<String, ObjectStoreError>;
     /// Stores one part (same body rules as [`ObjectStore::put_object`]); a part uploaded again
     /// replaces the earlier one.
     fn upload_part(
@@ -527,9 +550,18 @@ pub trait ObjectStore: Send + Sync + 'static {
         parts: &[CompletedPart],
     ) -> Result<ObjectInfo, ObjectStoreError>;
     /// Drops an upload and its parts.
-    fn abort_multipart_upload(&self, bucket: &str, key: &str, upload_id: &str) -> Result<(), ObjectStoreError>;
+    fn abort_multipart_upload(
+        &self,
+        bucket: &str,
+        key: &str,
+        upload_id: &str,
+    ) -> Result<(), ObjectStoreError>;
     /// Uploads in progress in a bucket.
-    fn list_multipart_uploads(&self, bucket: &str, query: &UploadQuery) -> Result<UploadPage, ObjectStoreError>;
+    fn list_multipart_uploads(
+        &self,
+        bucket: &str,
+        query: &UploadQuery,
+    ) -> Result<UploadPage, ObjectStoreError>;
     /// Parts of an upload with number greater than `part_number_marker`, at most `max_parts`.
     fn list_parts(
         &self,
@@ -553,11 +585,24 @@ pub trait ObjectStore: Send + Sync + 'static {
         bypass_governance: bool,
     ) -> Result<(), ObjectStoreError>;
     /// Current retention.
-    fn get_object_retention(&self, bucket: &str, key: &str) -> Result<Option<Retention>, ObjectStoreError>;
+    fn get_object_retention(
+        &self,
+        bucket: &str,
+        key: &str,
+    ) -> Result<Option<Retention>, ObjectStoreError>;
     /// Sets or clears the legal hold.
-    fn put_object_legal_hold(&self, bucket: &str, key: &str, on: bool) -> Result<(), ObjectStoreError>;
+    fn put_object_legal_hold(
+        &self,
+        bucket: &str,
+        key: &str,
+        on: bool,
+    ) -> Result<(), ObjectStoreError>;
     /// Current legal hold.
     fn get_object_legal_hold(&self, bucket: &str, key: &str) -> Result<bool, ObjectStoreError>;
     /// Replaces the bucket's object lock configuration (object lock must be enabled already).
-    fn put_bucket_lock_config(&self, bucket: &str, config: &BucketLockConfig) -> Result<(), ObjectStoreError>;
+    fn put_bucket_lock_config(
+        &self,
+        bucket: &str,
+        config: &BucketLockConfig,
+    ) -> Result<(), ObjectStoreError>;
 }

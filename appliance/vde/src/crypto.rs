@@ -63,9 +63,11 @@ impl std::fmt::Debug for MasterKey {
     }
 }
 
-/// An AES-256-GCM key.
+/// An AES-256-GCM key (the raw bytes are kept, zeroised on drop, so the schedule can be
+/// rebuilt at a key rotation).
 pub(crate) struct AeadKey {
     key: LessSafeKey,
+    raw: Zeroizing<[u8; 32]>,
 }
 
 impl std::fmt::Debug for AeadKey {
@@ -86,6 +88,7 @@ impl AeadKey {
             UnboundKey::new(&AES_256_GCM, bytes).unwrap_or_else(|_| unreachable!("32-byte key"));
         Self {
             key: LessSafeKey::new(unbound),
+            raw: Zeroizing::new(*bytes),
         }
     }
 
@@ -114,55 +117,134 @@ impl AeadKey {
     }
 }
 
-/// Every key the open VDE uses.
+/// The keys of one generation.
+#[derive(Debug)]
+struct GenKeys {
+    generation: u32,
+    data: AeadKey,
+    policy: AeadKey,
+    seal: Zeroizing<[u8; 32]>,
+}
+
+impl GenKeys {
+    fn new(k: &MasterKey) -> Self {
+        Self {
+            generation: k.generation,
+            data: AeadKey::new(&k.derive(CTX_DATA)),
+            policy: AeadKey::new(&k.derive(CTX_POLICY)),
+            seal: k.derive(CTX_SEAL),
+        }
+    }
+}
+
+/// Every key the open VDE uses: the current generation's and those of older generations whose
+/// data may still be on disk (during a key rotation).
 #[derive(Debug)]
 pub(crate) struct KeySchedule {
-    /// Data keys by generation (the last is current).
-    data: Vec<(u32, AeadKey)>,
-    pub policy: AeadKey,
-    pub seal: Zeroizing<[u8; 32]>,
+    gens: Vec<GenKeys>,
     pub current: u32,
 }
 
 impl KeySchedule {
     /// From the current master key and any older generations still needed.
     pub(crate) fn new(current: &MasterKey, older: &[MasterKey]) -> Self {
-        let mut data: Vec<(u32, AeadKey)> = older
+        let mut gens: Vec<GenKeys> = older
             .iter()
-            .chain(std::iter::once(current))
-            .map(|k| (k.generation, AeadKey::new(&k.derive(CTX_DATA))))
+            .filter(|k| k.generation != current.generation)
+            .map(GenKeys::new)
             .collect();
-        data.sort_by_key(|(g, _)| *g);
-        data.dedup_by_key(|(g, _)| *g);
+        gens.push(GenKeys::new(current));
+        gens.sort_by_key(|g| g.generation);
+        gens.dedup_by_key(|g| g.generation);
         Self {
-            data,
-            policy: AeadKey::new(&current.derive(CTX_POLICY)),
-            seal: current.derive(CTX_SEAL),
+            gens,
             current: current.generation,
         }
     }
 
-    pub(crate) fn data_key(&self, generation: u32) -> Option<&AeadKey> {
-        self.data
+    fn cur(&self) -> &GenKeys {
+        // `new` always inserts the current generation.
+        self.gens
             .iter()
-            .find(|(g, _)| *g == generation)
-            .map(|(_, k)| k)
+            .find(|g| g.generation == self.current)
+            .unwrap_or_else(|| unreachable!("current generation present"))
+    }
+
+    /// This schedule with `new` as the current generation, keeping the older ones.
+    pub(crate) fn rotated(&self, new: &MasterKey) -> Self {
+        let mut gens: Vec<GenKeys> = self
+            .gens
+            .iter()
+            .filter(|g| g.generation != new.generation)
+            .map(|g| GenKeys {
+                generation: g.generation,
+                data: AeadKey {
+                    key: clone_key(&g.data),
+                    raw: g.data.raw.clone(),
+                },
+                policy: AeadKey {
+                    key: clone_key(&g.policy),
+                    raw: g.policy.raw.clone(),
+                },
+                seal: g.seal.clone(),
+            })
+            .collect();
+        gens.push(GenKeys::new(new));
+        gens.sort_by_key(|g| g.generation);
+        Self {
+            gens,
+            current: new.generation,
+        }
+    }
+
+    pub(crate) fn data_key(&self, generation: u32) -> Option<&AeadKey> {
+        self.gens
+            .iter()
+            .find(|g| g.generation == generation)
+            .map(|g| &g.data)
+    }
+
+    /// The current policy key.
+    pub(crate) fn policy(&self) -> &AeadKey {
+        &self.cur().policy
+    }
+
+    /// Every policy key, current first (policies sealed before a rotation still open).
+    pub(crate) fn policy_keys(&self) -> impl Iterator<Item = &AeadKey> {
+        std::iter::once(&self.cur().policy).chain(
+            self.gens
+                .iter()
+                .filter(|g| g.generation != self.current)
+                .map(|g| &g.policy),
+        )
     }
 
     /// Generations this schedule can read.
-    #[cfg(test)]
     pub(crate) fn generations(&self) -> Vec<u32> {
-        self.data.iter().map(|(g, _)| *g).collect()
+        self.gens.iter().map(|g| g.generation).collect()
     }
 
-    /// Keyed BLAKE3 over `parts` with the seal key.
+    /// Keyed BLAKE3 over `parts` with the current seal key.
     pub(crate) fn seal_mac(&self, parts: &[&[u8]]) -> [u8; 32] {
-        let mut h = blake3::Hasher::new_keyed(&self.seal);
+        self.seal_mac_with(self.current, parts).unwrap_or([0; 32])
+    }
+
+    /// Keyed BLAKE3 over `parts` with generation `g`'s seal key.
+    pub(crate) fn seal_mac_with(&self, g: u32, parts: &[&[u8]]) -> Option<[u8; 32]> {
+        let k = self.gens.iter().find(|x| x.generation == g)?;
+        let mut h = blake3::Hasher::new_keyed(&k.seal);
         for p in parts {
             h.update(p);
         }
-        *h.finalize().as_bytes()
+        Some(*h.finalize().as_bytes())
     }
+}
+
+/// ring keys cannot be cloned, so a key is rebuilt from its kept raw bytes.
+fn clone_key(k: &AeadKey) -> LessSafeKey {
+    let unbound =
+        UnboundKey::new(&AES_256_GCM, &k.raw[..]).unwrap_or_else(|_| unreachable!("32-byte key"));
+    LessSafeKey::new(unbound)
 }
 
 /// The nonce of an extent: its id then the key generation.
@@ -237,6 +319,14 @@ mod tests {
         assert_eq!(ks.generations(), vec![0, 1]);
         assert_eq!(ks.current, 1);
         assert_ne!(*a.derive(CTX_DATA), *a.derive(CTX_SEAL));
+        let c = MasterKey::from_bytes([3; 32], 2);
+        let r = ks.rotated(&c);
+        assert_eq!(r.generations(), vec![0, 1, 2]);
+        assert_eq!(r.current, 2);
+        assert!(
+            r.seal_mac_with(1, &[b"x"]) == ks.seal_mac_with(1, &[b"x"]),
+            "old seal keys kept"
+        );
         assert_ne!(*a.derive(CTX_POLICY), *a.derive(CTX_SEAL));
     }
 }

@@ -225,7 +225,7 @@ pub(crate) fn seal_policy(keys: &KeySchedule, vde: &Uuid, scope: u64, p: &Policy
     let _ = ring::rand::SecureRandom::fill(&ring::rand::SystemRandom::new(), &mut nonce);
     let aad = policy_aad(vde, scope);
     let mut buf = policy::encode(p);
-    keys.policy.seal(nonce, &aad, &mut buf);
+    keys.policy().seal(nonce, &aad, &mut buf);
     let mut out = nonce.to_vec();
     out.extend_from_slice(&buf);
     out
@@ -246,16 +246,15 @@ pub(crate) fn open_policy(
     }
     let mut nonce = [0u8; 12];
     nonce.copy_from_slice(&b[..12]);
-    let mut buf = b[12..].to_vec();
-    let n = keys
-        .policy
-        .open(nonce, &policy_aad(vde, scope), &mut buf)
-        .map_err(|_| {
-            VdeError::Corrupt(
-                "a policy record fails authentication: it was altered without the key".into(),
-            )
-        })?;
-    policy::decode(&buf[..n]).map_err(VdeError::Corrupt)
+    for k in keys.policy_keys() {
+        let mut buf = b[12..].to_vec();
+        if let Ok(n) = k.open(nonce, &policy_aad(vde, scope), &mut buf) {
+            return policy::decode(&buf[..n]).map_err(VdeError::Corrupt);
+        }
+    }
+    Err(VdeError::Corrupt(
+        "a policy record fails authentication: it was altered without the key".into(),
+    ))
 }
 
 fn policy_aad(vde: &Uuid, scope: u64) -> [u8; 32] {
@@ -456,13 +455,32 @@ impl Inner {
                 header.device_bytes, g.size
             )));
         }
-        let keys = KeySchedule::new(key, older);
+        let mut keys = KeySchedule::new(key, older);
         let rd_block = regdir.encode();
-        if compute_seal(&keys, &header, &rd_block) != header.seal {
+        // The header is sealed with the generation it records; a rotation interrupted before
+        // the header was rewritten leaves it sealed with an older key, which is rolled forward.
+        let sealed_with = header.key_generation;
+        if key.generation() < sealed_with {
+            return Err(OpenError::Unsuitable(format!(
+                "the key given as current is generation {} but the VDE's master key was rotated to generation {sealed_with}: open it with the newer key",
+                key.generation()
+            )));
+        }
+        let hb = header.encode();
+        let mac = keys.seal_mac_with(
+            sealed_with,
+            &[&hb[..format::SEALED_HEADER_BYTES], &rd_block],
+        );
+        if mac != Some(header.seal) {
             return Err(OpenError::SealMismatch);
         }
+        let roll_forward = sealed_with != key.generation();
         let recovery = match recovery {
-            Some(r) if keys.seal_mac(&[&r.encode()]) == header.recovery_mac => r,
+            Some(r)
+                if keys.seal_mac_with(sealed_with, &[&r.encode()]) == Some(header.recovery_mac) =>
+            {
+                r
+            }
             Some(_) => {
                 return Err(OpenError::Recovery(
                     "the emergency recovery block was altered without the key (its seal does not verify)".into(),
@@ -484,8 +502,17 @@ impl Inner {
         } else {
             None
         };
-        // Repair a damaged or stale copy of the header or directory now that the seal verified.
-        if ro.is_none() && !notes.is_empty() {
+        let mut header = header;
+        if ro.is_none() && roll_forward {
+            keys = keys.rotated(key);
+            header.key_generation = key.generation();
+            header.generation += 1;
+            header.recovery_mac = keys.seal_mac(&[&recovery.encode()]);
+            header.seal = compute_seal(&keys, &header, &rd_block);
+        }
+        // Repair a damaged or stale copy of the header or directory now that the seal verified
+        // (and finish the header of an interrupted key rotation).
+        if ro.is_none() && (!notes.is_empty() || roll_forward) {
             let dev = backing.dev();
             dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_A)?;
             dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_B)?;
@@ -973,7 +1000,18 @@ impl Inner {
         }
         drop(keys);
         let checksum = *blake3::hash(&stored).as_bytes();
-        let addr = self.segs.append(&stored)?;
+        let addr = match self.segs.append(&stored) {
+            Ok(a) => a,
+            Err(VdeError::NoSpace(why)) => {
+                // Out of free segments: reclaim mostly-dead ones, then try once more.
+                let freed = self.clean(16)?;
+                if freed.segments == 0 {
+                    return Err(VdeError::NoSpace(why));
+                }
+                self.segs.append(&stored)?
+            }
+            Err(e) => return Err(e),
+        };
         Ok(ExtentRecord {
             flags,
             key_generation: generation,
@@ -1093,6 +1131,120 @@ impl Inner {
             )));
         }
         Ok(std::mem::take(data))
+    }
+
+    /// Re-encrypts an extent's stored bytes under the current key generation (decrypt with
+    /// the old generation, encrypt with a new extent id); compression is kept as it is.
+    pub(crate) fn reseal(
+        &self,
+        e: &ExtentRecord,
+        container: u64,
+        inode: u64,
+        offset: u64,
+    ) -> Result<ExtentRecord, VdeError> {
+        let padded = u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64;
+        let mut buf = AlignedBuf::zeroed(ulen(padded));
+        if !self.segs.read_buffered(e.addr, &mut buf) {
+            self.backing.dev().read_at(&mut buf, e.addr)?;
+        }
+        let stored = ulen(u64::from(e.stored_len));
+        let mut data = if *blake3::hash(&buf[..stored]).as_bytes() == e.checksum {
+            buf[..stored].to_vec()
+        } else {
+            self.heal(e, padded)?
+        };
+        let keys = self.keys.read();
+        let old = keys
+            .data_key(e.key_generation)
+            .ok_or(VdeError::MissingKey(e.key_generation))?;
+        let n = old
+            .open(
+                extent_nonce(e.extent_id, e.key_generation),
+                &extent_aad(&self.uuid, container, inode, offset, e.extent_id),
+                &mut data,
+            )
+            .map_err(|_| VdeError::Corrupt(format!("extent at {} fails authentication", e.addr)))?;
+        data.truncate(n);
+        drop(keys);
+        let extent_id = self.next_extent_id()?;
+        let keys = self.keys.read();
+        let generation = keys.current;
+        let k = keys
+            .data_key(generation)
+            .ok_or(VdeError::MissingKey(generation))?;
+        k.seal(
+            extent_nonce(extent_id, generation),
+            &extent_aad(&self.uuid, container, inode, offset, extent_id),
+            &mut data,
+        );
+        drop(keys);
+        let checksum = *blake3::hash(&data).as_bytes();
+        let addr = self.segs.append(&data)?;
+        Ok(ExtentRecord {
+            key_generation: generation,
+            addr,
+            stored_len: u32::try_from(data.len())
+                .map_err(|_| VdeError::Invalid("record too large".into()))?,
+            extent_id,
+            checksum,
+            ..*e
+        })
+    }
+
+    /// Makes `new` the current master key: policies are re-sealed and the header re-sealed
+    /// with it; data encrypted under older generations stays readable until re-encrypted.
+    pub(crate) fn rotate_key(&self, new: &MasterKey) -> Result<(), VdeError> {
+        self.writable()?;
+        let cur = self.keys.read().current;
+        if new.generation() <= cur {
+            return Err(VdeError::Invalid(format!(
+                "the new key's generation {} must be above the current {cur}",
+                new.generation()
+            )));
+        }
+        let rotated = self.keys.read().rotated(new);
+        // Policies first (readable with either key), then the header (switches the seal).
+        let vp = *self.vde_policy.read();
+        let (_, txg) = self.txn(|t| {
+            t.tx.open_table(META)?.insert(
+                "vde_policy",
+                seal_policy(&rotated, &self.uuid, VDE_SCOPE, &vp).as_slice(),
+            )?;
+            let names: Vec<String> = {
+                let c = t.tx.open_table(records::CONTAINERS)?;
+                c.iter()?
+                    .filter_map(Result::ok)
+                    .map(|(k, _)| k.value().to_owned())
+                    .collect()
+            };
+            for name in names {
+                let mut c = t.container(&name)?;
+                let p = open_policy(&self.keys.read(), &self.uuid, c.id, &c.policy)?;
+                c.policy = seal_policy(&rotated, &self.uuid, c.id, &p);
+                t.put_container(&name, &c)?;
+            }
+            Ok(())
+        })?;
+        self.sync(txg)?;
+        let mut header = self.header.lock();
+        let mut h = header.clone();
+        h.key_generation = new.generation();
+        h.generation += 1;
+        h.recovery_mac = rotated.seal_mac(&[&self.recovery.lock().encode()]);
+        h.seal = compute_seal(&rotated, &h, &self.regdir.encode());
+        let dev = self.backing.dev();
+        dev.write_at(&AlignedBuf::from_slice(&h.encode()), format::HEADER_A)?;
+        dev.flush()?;
+        dev.write_at(&AlignedBuf::from_slice(&h.encode()), format::HEADER_B)?;
+        dev.flush()?;
+        *header = h;
+        *self.keys.write() = rotated;
+        tracing::info!(
+            "VDE {}: master key rotated to generation {}",
+            self.uuid,
+            new.generation()
+        );
+        Ok(())
     }
 
     // -------------------------------------------------------------------- key slots

@@ -724,11 +724,20 @@ impl LogRecord {
     }
 }
 
-#[cfg(test)]
-pub(crate) mod tests {
-    use super::*;
+/// Valid sample structures for fuzz targets and tests (not a stable API).
+#[doc(hidden)]
+pub mod fuzzing {
+    use super::{Header, RecoveryBlock, RegionDirectory};
 
-    pub(crate) fn sample_header() -> Header {
+    use super::{
+        HEADER_A, HEADER_B, INCOMPAT_SEGMENTS, KEYSLOTS_A, KEYSLOTS_B, KEYSLOTS_LEN, META_START,
+        RECOVERY, REGDIR_A, REGDIR_B, Region, RegionKind,
+    };
+    use uuid::Uuid;
+
+    /// A valid header.
+    #[must_use]
+    pub fn sample_header() -> Header {
         Header {
             major: 1,
             minor: 0,
@@ -748,7 +757,9 @@ pub(crate) mod tests {
         }
     }
 
-    pub(crate) fn sample_regdir() -> RegionDirectory {
+    /// A valid region directory for a 1 GiB device.
+    #[must_use]
+    pub fn sample_regdir() -> RegionDirectory {
         let mk = |kind, offset, length| Region {
             kind,
             offset,
@@ -769,6 +780,34 @@ pub(crate) mod tests {
             ],
             segment_bytes: 1 << 20,
         }
+    }
+
+    /// A valid recovery block.
+    #[must_use]
+    pub fn sample_recovery() -> RecoveryBlock {
+        RecoveryBlock {
+            uuid: Uuid::from_bytes([5; 16]),
+            created: 9,
+            major: 1,
+            minor: 0,
+            device_bytes: 1 << 30,
+            label: "tank".into(),
+            contact: "ops@example.org".into(),
+            note: "note".into(),
+        }
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+
+    pub(crate) fn sample_header() -> Header {
+        fuzzing::sample_header()
+    }
+
+    pub(crate) fn sample_regdir() -> RegionDirectory {
+        fuzzing::sample_regdir()
     }
 
     #[test]

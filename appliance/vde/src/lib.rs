@@ -20,6 +20,7 @@ mod crypto;
 mod engine;
 mod errors;
 pub mod format;
+mod maintenance;
 mod metastore;
 mod objects;
 pub mod policy;
@@ -40,6 +41,7 @@ pub use crypto::MasterKey;
 pub use engine::{FormatOptions, Probe};
 pub use errors::{OpenError, VdeError};
 pub use format::RecoveryBlock;
+pub use maintenance::{CleanReport, RekeyProgress};
 pub use objects::{
     BUCKET_RECORD, ContainerInfo, ContainerKind, ContainerSpec, ListOptions, ListPage, MIN_PART,
     ObjectInfo, ObjectReader, PartInfo, PutOptions, UploadInfo, VOLUME_RECORD,
@@ -539,6 +541,42 @@ impl Vde {
     /// [`VdeError`].
     pub fn rollback(&self, container: &str, snapshot: &str) -> Result<(), VdeError> {
         self.inner.rollback(container, snapshot)
+    }
+
+    // -------------------------------------------------------------------- maintenance
+
+    /// Empties up to `max_segments` mostly-dead segments by moving their live extents, making
+    /// the space of scattered overwrites and deletions reusable. Safe to run at any time.
+    ///
+    /// # Errors
+    /// [`VdeError`].
+    pub fn clean(&self, max_segments: usize) -> Result<CleanReport, VdeError> {
+        self.inner.clean(max_segments)
+    }
+
+    /// Makes `new` (the next generation) the master key. Data encrypted under older
+    /// generations stays readable (their keys must be passed to [`Vde::open`] as `older`) until
+    /// [`Vde::reencrypt_step`] has rewritten all of it.
+    ///
+    /// # Errors
+    /// [`VdeError`].
+    pub fn rotate_key(&self, new: &MasterKey) -> Result<(), VdeError> {
+        self.inner.rotate_key(new)
+    }
+
+    /// Re-encrypts up to `batch` extents written under older key generations. Resumable: call
+    /// until `remaining` is 0 (across restarts too).
+    ///
+    /// # Errors
+    /// [`VdeError`].
+    pub fn reencrypt_step(&self, batch: usize) -> Result<RekeyProgress, VdeError> {
+        self.inner.reencrypt_step(batch)
+    }
+
+    /// The key generations this session holds.
+    #[must_use]
+    pub fn key_generations(&self) -> Vec<u32> {
+        self.inner.keys.read().generations()
     }
 
     // -------------------------------------------------------------------- capacity

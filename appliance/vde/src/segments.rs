@@ -24,6 +24,9 @@ use crate::backing::Backing;
 use crate::errors::VdeError;
 use crate::format::{BLOCK, LogRecord};
 
+/// Free segments kept for the cleaner.
+pub(crate) const RESERVE: u64 = 2;
+
 /// Geometry of the data region and the log.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct SegmentLayout {
@@ -172,8 +175,18 @@ impl Segments {
     }
 
     /// Appends stored extent bytes; returns the device address. The bytes are readable at once
-    /// and durable after the next commit.
+    /// and durable after the next commit. The last [`RESERVE`] free segments are kept for the
+    /// cleaner (`reserve = true`), so it can always make room.
     pub(crate) fn append(&self, data: &[u8]) -> Result<u64, VdeError> {
+        self.append_in(data, false)
+    }
+
+    /// [`Segments::append`] that may use the reserve (the cleaner).
+    pub(crate) fn append_reserved(&self, data: &[u8]) -> Result<u64, VdeError> {
+        self.append_in(data, true)
+    }
+
+    fn append_in(&self, data: &[u8], reserve: bool) -> Result<u64, VdeError> {
         let padded = (data.len() as u64).div_ceil(BLOCK as u64) * BLOCK as u64;
         if padded > self.layout.seg_bytes {
             return Err(VdeError::Invalid(format!(
@@ -196,6 +209,12 @@ impl Segments {
                     drop(st);
                     self.seal(victim)?;
                     st = self.st.lock();
+                }
+                let free_segs: u64 = st.free.iter().map(|r| r.end - r.start).sum();
+                if !reserve && free_segs <= RESERVE {
+                    return Err(VdeError::NoSpace(
+                        "the data region is full (the last free segments are reserved for cleaning)".into(),
+                    ));
                 }
                 let Some(r) = st.free.first_mut() else {
                     return Err(VdeError::NoSpace(

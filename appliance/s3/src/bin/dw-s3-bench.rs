@@ -31,10 +31,10 @@ struct Args {
     #[arg(long, default_value = "http://127.0.0.1:9000")]
     endpoint: String,
     /// Access key id.
-    #[arg(long, env = "AWS_ACCESS_KEY_ID", default_value = "benchkey")]
+    #[arg(long, default_value = "benchkey")]
     access_key: String,
     /// Secret access key.
-    #[arg(long, env = "AWS_SECRET_ACCESS_KEY", default_value = "benchsecret")]
+    #[arg(long, default_value = "benchsecret")]
     secret_key: String,
     /// Region to sign for.
     #[arg(long, default_value = "us-east-1")]
@@ -70,7 +70,10 @@ fn parse_size(s: &str) -> Result<usize> {
     } else {
         (s, 1)
     };
-    let n: usize = num.trim().parse().with_context(|| format!("bad size {s:?}"))?;
+    let n: usize = num
+        .trim()
+        .parse()
+        .with_context(|| format!("bad size {s:?}"))?;
     n.checked_mul(mult).context("size overflows")
 }
 
@@ -82,10 +85,14 @@ struct Signer {
 impl Signer {
     fn sign(&self, req: &mut http::Request<Full<Bytes>>) -> Result<()> {
         use aws_sigv4::http_request::{
-            PayloadChecksumKind, SignableBody, SignableRequest, SigningSettings, sign,
+            PayloadChecksumKind, PercentEncodingMode, SignableBody, SignableRequest,
+            SigningSettings, UriPathNormalizationMode, sign,
         };
         let mut settings = SigningSettings::default();
         settings.payload_checksum_kind = PayloadChecksumKind::XAmzSha256;
+        // S3 signs the path as sent: no normalisation, no double percent-encoding.
+        settings.percent_encoding_mode = PercentEncodingMode::Single;
+        settings.uri_path_normalization_mode = UriPathNormalizationMode::Disabled;
         let params = aws_sigv4::sign::v4::SigningParams::builder()
             .identity(&self.identity)
             .region(&self.region)
@@ -99,7 +106,11 @@ impl Signer {
         let headers: Vec<(String, String)> = req
             .headers()
             .iter()
-            .filter_map(|(k, v)| v.to_str().ok().map(|v| (k.as_str().to_owned(), v.to_owned())))
+            .filter_map(|(k, v)| {
+                v.to_str()
+                    .ok()
+                    .map(|v| (k.as_str().to_owned(), v.to_owned()))
+            })
             .collect();
         let signable = SignableRequest::new(
             req.method().as_str(),
@@ -119,7 +130,9 @@ type HttpClient = Client<HttpConnector, Full<Bytes>>;
 fn client() -> HttpClient {
     let mut c = HttpConnector::new();
     c.set_nodelay(true);
-    Client::builder(TokioExecutor::new()).pool_max_idle_per_host(1024).build(c)
+    Client::builder(TokioExecutor::new())
+        .pool_max_idle_per_host(1024)
+        .build(c)
 }
 
 /// Sends a signed request; returns status and the number of body bytes received (counted
@@ -165,7 +178,13 @@ enum Op {
     Get,
 }
 
-async fn phase(args: &Args, endpoint: &str, signer: &Arc<Signer>, size: usize, op: Op) -> PhaseResult {
+async fn phase(
+    args: &Args,
+    endpoint: &str,
+    signer: &Arc<Signer>,
+    size: usize,
+    op: Op,
+) -> PhaseResult {
     let data = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let start = Instant::now();
@@ -258,9 +277,9 @@ fn report(label: &str, size: usize, conc: usize, mut r: PhaseResult) {
 }
 
 fn human(n: usize) -> String {
-    if n >= 1 << 20 && n % (1 << 20) == 0 {
+    if n >= 1 << 20 && n.is_multiple_of(1 << 20) {
         format!("{}MiB", n >> 20)
-    } else if n >= 1 << 10 && n % (1 << 10) == 0 {
+    } else if n >= 1 << 10 && n.is_multiple_of(1 << 10) {
         format!("{}KiB", n >> 10)
     } else {
         format!("{n}B")
@@ -268,7 +287,11 @@ fn human(n: usize) -> String {
 }
 
 async fn run(args: Args) -> Result<()> {
-    let sizes: Vec<usize> = args.sizes.iter().map(|s| parse_size(s)).collect::<Result<_>>()?;
+    let sizes: Vec<usize> = args
+        .sizes
+        .iter()
+        .map(|s| parse_size(s))
+        .collect::<Result<_>>()?;
     if args.concurrency == 0 {
         bail!("--concurrency must be at least 1");
     }
@@ -294,14 +317,26 @@ async fn run(args: Args) -> Result<()> {
         (args.endpoint.trim_end_matches('/').to_owned(), None)
     };
     let signer = Arc::new(Signer {
-        identity: aws_credential_types::Credentials::new(&args.access_key, &args.secret_key, None, None, "dw-s3-bench")
-            .into(),
+        identity: aws_credential_types::Credentials::new(
+            &args.access_key,
+            &args.secret_key,
+            None,
+            None,
+            "dw-s3-bench",
+        )
+        .into(),
         region: args.region.clone(),
     });
     let c = client();
-    let (st, _) = send(&c, &signer, http::Method::PUT, &format!("{endpoint}/{}", args.bucket), Bytes::new())
-        .await
-        .context("creating the bucket")?;
+    let (st, _) = send(
+        &c,
+        &signer,
+        http::Method::PUT,
+        &format!("{endpoint}/{}", args.bucket),
+        Bytes::new(),
+    )
+    .await
+    .context("creating the bucket")?;
     if st != 200 && st != 409 {
         bail!("creating bucket {} failed with HTTP {st}", args.bucket);
     }
@@ -320,5 +355,8 @@ async fn run(args: Args) -> Result<()> {
 
 fn main() -> Result<()> {
     let args = Args::parse();
-    tokio::runtime::Builder::new_multi_thread().enable_all().build()?.block_on(run(args))
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run(args))
 }
