@@ -103,6 +103,25 @@ impl AeadKey {
         assert!(r.is_ok(), "AES-GCM seal of {} bytes", buf.len());
     }
 
+    /// Encrypts `buf` in place and returns the tag (the caller stores it after the data).
+    pub(crate) fn seal_detached(
+        &self,
+        nonce: [u8; 12],
+        aad: &[u8],
+        buf: &mut [u8],
+    ) -> [u8; TAG_LEN] {
+        let tag = self.key.seal_in_place_separate_tag(
+            Nonce::assume_unique_for_key(nonce),
+            Aad::from(aad),
+            buf,
+        );
+        // Fails only beyond GCM's 64 GiB limit; records are at most 1 MiB.
+        let tag = tag.unwrap_or_else(|_| unreachable!("AES-GCM seal of {} bytes", buf.len()));
+        let mut t = [0u8; TAG_LEN];
+        t.copy_from_slice(tag.as_ref());
+        t
+    }
+
     /// Decrypts `buf` (ciphertext + tag) in place; returns the plaintext length.
     pub(crate) fn open(
         &self,

@@ -968,60 +968,88 @@ impl Inner {
         compression: Compression,
         encryption: Encryption,
     ) -> Result<ExtentRecord, VdeError> {
-        let extent_id = self.next_extent_id()?;
-        let mut flags = 0u8;
-        let mut stored: Vec<u8> = match compression {
-            Compression::Zstd(level) => {
-                let c = compress(plain, i32::from(level));
-                // Keep it only when it saves at least 1/8: otherwise reading costs more than
-                // the space is worth.
-                match c {
-                    Some(c) if c.len() <= plain.len() - plain.len() / 8 => {
-                        flags |= records::EXT_COMPRESSED;
-                        c
-                    }
-                    _ => plain.to_vec(),
-                }
-            }
-            Compression::None => plain.to_vec(),
-        };
-        let keys = self.keys.read();
-        let generation = keys.current;
-        if encryption == Encryption::Aes256Gcm {
-            let k = keys
-                .data_key(generation)
-                .ok_or(VdeError::MissingKey(generation))?;
-            k.seal(
-                extent_nonce(extent_id, generation),
-                &extent_aad(&self.uuid, container, inode, offset, extent_id),
-                &mut stored,
-            );
-            flags |= records::EXT_ENCRYPTED;
-        }
-        drop(keys);
-        let checksum = *blake3::hash(&stored).as_bytes();
-        let addr = match self.segs.append(&stored) {
-            Ok(a) => a,
+        match self.try_write_record(plain, container, inode, offset, compression, encryption) {
             Err(VdeError::NoSpace(why)) => {
                 // Out of free segments: reclaim mostly-dead ones, then try once more.
-                let freed = self.clean(16)?;
-                if freed.segments == 0 {
+                if self.clean(16)?.segments == 0 {
                     return Err(VdeError::NoSpace(why));
                 }
-                self.segs.append(&stored)?
+                self.try_write_record(plain, container, inode, offset, compression, encryption)
             }
-            Err(e) => return Err(e),
+            r => r,
+        }
+    }
+
+    fn try_write_record(
+        &self,
+        plain: &[u8],
+        container: u64,
+        inode: u64,
+        offset: u64,
+        compression: Compression,
+        encryption: Encryption,
+    ) -> Result<ExtentRecord, VdeError> {
+        let extent_id = self.next_extent_id()?;
+        let keys = self.keys.read();
+        let generation = keys.current;
+        let key = match encryption {
+            Encryption::Aes256Gcm => Some(
+                keys.data_key(generation)
+                    .ok_or(VdeError::MissingKey(generation))?,
+            ),
+            Encryption::None => None,
         };
+        let level = match compression {
+            Compression::Zstd(l) => Some(i32::from(l)),
+            Compression::None => None,
+        };
+        let room = level.map_or(plain.len(), |_| {
+            zstd::zstd_safe::compress_bound(plain.len()).max(plain.len())
+        });
+        let max = room + if key.is_some() { TAG_LEN } else { 0 };
+        let aad = extent_aad(&self.uuid, container, inode, offset, extent_id);
+        let nonce = extent_nonce(extent_id, generation);
+        let mut meta = (0u8, [0u8; 32]);
+        // Encodes straight into the segment: compressed (or plain) bytes, encrypted in place,
+        // tag after them, checksum over the result. No intermediate buffer.
+        let mut encode = |buf: &mut [u8]| -> Result<usize, VdeError> {
+            let mut flags = 0u8;
+            let mut n = plain.len();
+            let mut done = false;
+            if let Some(l) = level
+                && let Some(c) = compress_into(plain, &mut buf[..room], l)
+                && c <= plain.len() - plain.len() / 8
+            {
+                // Kept only when it saves at least 1/8: otherwise reading costs more than the
+                // space is worth.
+                n = c;
+                flags |= records::EXT_COMPRESSED;
+                done = true;
+            }
+            if !done {
+                buf[..n].copy_from_slice(plain);
+            }
+            if let Some(k) = key {
+                let tag = k.seal_detached(nonce, &aad, &mut buf[..n]);
+                buf[n..n + TAG_LEN].copy_from_slice(&tag);
+                n += TAG_LEN;
+                flags |= records::EXT_ENCRYPTED;
+            }
+            meta = (flags, *blake3::hash(&buf[..n]).as_bytes());
+            Ok(n)
+        };
+        let (addr, n) = self.segs.append_with(max, false, &mut encode)?;
+        drop(keys);
         Ok(ExtentRecord {
-            flags,
+            flags: meta.0,
             key_generation: generation,
             addr,
-            stored_len: u32::try_from(stored.len())
+            stored_len: u32::try_from(n)
                 .map_err(|_| VdeError::Invalid("record too large".into()))?,
             logical_len: u32::try_from(plain.len())
                 .map_err(|_| VdeError::Invalid("record too large".into()))?,
             extent_id,
-            checksum,
+            checksum: meta.1,
             death: LIVE,
         })
     }
@@ -1328,14 +1356,16 @@ thread_local! {
     static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
 }
 
-/// zstd with a per-thread context (creating one per record costs more than compressing 4 KiB).
-fn compress(plain: &[u8], level: i32) -> Option<Vec<u8>> {
+/// zstd into `out` with a per-thread context (creating one per record costs more than
+/// compressing 4 KiB); `None` when it fails or does not fit.
+fn compress_into(plain: &[u8], out: &mut [u8], level: i32) -> Option<usize> {
     ZSTD.with(|c| {
         let mut c = c.borrow_mut();
         if c.as_ref().is_none_or(|(l, _)| *l != level) {
             *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
         }
-        c.as_mut().and_then(|(_, z)| z.compress(plain).ok())
+        c.as_mut()
+            .and_then(|(_, z)| z.compress_to_buffer(plain, out).ok())
     })
 }
 

@@ -81,11 +81,8 @@ struct State {
     pending_free: Vec<u64>,
     /// Freed by the transaction being committed now (moves to `free` when it is durable).
     committing_free: Vec<u64>,
-    open: Vec<Open>,
     /// Written in place, waiting for the metadata to say so.
     sealed_unrecorded: Vec<u64>,
-    /// In the commit being prepared.
-    sealed_committing: Vec<u64>,
     /// Being written in place right now (readers fall back to these buffers).
     sealing: Vec<(u64, Arc<AlignedBuf>)>,
     log: LogRing,
@@ -99,12 +96,25 @@ struct LogRing {
     live: VecDeque<(u64, u64, u64, u64)>,
 }
 
+/// Open-segment slots: writers on different threads fill different segments, so encoding
+/// (compression, encryption, hashing) runs in parallel straight into segment buffers.
+const SLOTS: usize = 4;
+
+thread_local! {
+    static SLOT: usize = {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SLOTS
+    };
+}
+
 /// The segment store.
 #[derive(Debug)]
 pub(crate) struct Segments {
     backing: Arc<dyn Backing>,
     pub layout: SegmentLayout,
     vde: Uuid,
+    /// Lock order: a slot, then `st`; never the reverse.
+    slots: Vec<Mutex<Option<Open>>>,
     st: Mutex<State>,
 }
 
@@ -119,6 +129,10 @@ fn merge_free(free: &mut Vec<Range<u64>>, seg: u64) {
         }
     }
     *free = out;
+}
+
+fn round4k(v: u64) -> u64 {
+    v.div_ceil(BLOCK as u64) * BLOCK as u64
 }
 
 impl Segments {
@@ -146,13 +160,12 @@ impl Segments {
             backing,
             layout,
             vde,
+            slots: (0..SLOTS).map(|_| Mutex::new(None)).collect(),
             st: Mutex::new(State {
                 free,
                 pending_free: Vec::new(),
                 committing_free: Vec::new(),
-                open: Vec::new(),
                 sealed_unrecorded: Vec::new(),
-                sealed_committing: Vec::new(),
                 sealing: Vec::new(),
                 log: LogRing {
                     head: BLOCK as u64,
@@ -165,94 +178,118 @@ impl Segments {
 
     /// Free bytes in the data region (free segments plus room in open ones).
     pub(crate) fn free_bytes(&self) -> u64 {
+        let room: u64 = self
+            .slots
+            .iter()
+            .filter_map(|s| s.lock().as_ref().map(|o| self.layout.seg_bytes - o.fill))
+            .sum();
         let st = self.st.lock();
         let segs: u64 = st.free.iter().map(|r| r.end - r.start).sum();
-        segs * self.layout.seg_bytes
-            + st.open
-                .iter()
-                .map(|o| self.layout.seg_bytes - o.fill)
-                .sum::<u64>()
+        segs * self.layout.seg_bytes + room
     }
 
     /// Appends stored extent bytes; returns the device address. The bytes are readable at once
-    /// and durable after the next commit. The last [`RESERVE`] free segments are kept for the
-    /// cleaner (`reserve = true`), so it can always make room.
+    /// and durable after the next commit.
     pub(crate) fn append(&self, data: &[u8]) -> Result<u64, VdeError> {
-        self.append_in(data, false)
+        self.append_with(data.len(), false, |b| {
+            b[..data.len()].copy_from_slice(data);
+            Ok(data.len())
+        })
+        .map(|x| x.0)
     }
 
     /// [`Segments::append`] that may use the reserve (the cleaner).
     pub(crate) fn append_reserved(&self, data: &[u8]) -> Result<u64, VdeError> {
-        self.append_in(data, true)
+        self.append_with(data.len(), true, |b| {
+            b[..data.len()].copy_from_slice(data);
+            Ok(data.len())
+        })
+        .map(|x| x.0)
     }
 
-    fn append_in(&self, data: &[u8], reserve: bool) -> Result<u64, VdeError> {
-        let padded = (data.len() as u64).div_ceil(BLOCK as u64) * BLOCK as u64;
+    /// Reserves up to `max_len` bytes in an open segment and lets `fill` write the extent
+    /// there directly (no intermediate buffer); `fill` returns the bytes it used. Returns the
+    /// device address and that length. On error nothing is consumed. The last [`RESERVE`] free
+    /// segments are only handed out with `reserve` (the cleaner), so it can always make room.
+    pub(crate) fn append_with(
+        &self,
+        max_len: usize,
+        reserve: bool,
+        fill: impl FnOnce(&mut [u8]) -> Result<usize, VdeError>,
+    ) -> Result<(u64, usize), VdeError> {
+        let padded = round4k(max_len as u64);
         if padded > self.layout.seg_bytes {
             return Err(VdeError::Invalid(format!(
-                "an extent of {} bytes does not fit a {}-byte segment",
-                data.len(),
+                "an extent of up to {max_len} bytes does not fit a {}-byte segment",
                 self.layout.seg_bytes
             )));
         }
-        let mut st = self.st.lock();
-        let idx = match st
-            .open
-            .iter()
-            .position(|o| o.fill + padded <= self.layout.seg_bytes)
+        let idx = SLOT.with(|s| *s);
+        let mut slot = self.slots[idx].lock();
+        if slot
+            .as_ref()
+            .is_some_and(|o| o.fill + padded > self.layout.seg_bytes)
         {
-            Some(i) => i,
-            None => {
-                // Seal the fullest open segment if we keep too many, then open a fresh one.
-                if st.open.len() >= 2 {
-                    let victim = st.open.remove(0);
-                    drop(st);
-                    self.seal(victim)?;
-                    st = self.st.lock();
-                }
-                let free_segs: u64 = st.free.iter().map(|r| r.end - r.start).sum();
-                if !reserve && free_segs <= RESERVE {
-                    return Err(VdeError::NoSpace(
-                        "the data region is full (the last free segments are reserved for cleaning)".into(),
-                    ));
-                }
-                let Some(r) = st.free.first_mut() else {
-                    return Err(VdeError::NoSpace(
-                        "the data region has no free segment (delete data or snapshots; freed space becomes reusable after the next commit)".into(),
-                    ));
-                };
-                let seg = r.start;
-                r.start += 1;
-                if r.start == r.end {
-                    st.free.remove(0);
-                }
-                st.open.push(Open {
-                    seg,
-                    buf: AlignedBuf::zeroed(usize::try_from(self.layout.seg_bytes).unwrap_or(0)),
-                    fill: 0,
-                    logged: 0,
-                });
-                st.open.len() - 1
-            }
-        };
-        let o = &mut st.open[idx];
-        let at = o.fill;
-        let start = usize::try_from(at).unwrap_or(0);
-        o.buf[start..start + data.len()].copy_from_slice(data);
-        o.fill += padded;
-        let addr = self.layout.addr(o.seg) + at;
-        if o.fill + BLOCK as u64 > self.layout.seg_bytes {
-            let full = st.open.remove(idx);
-            drop(st);
-            self.seal(full)?;
+            self.seal_slot(&mut slot, false)?;
         }
-        Ok(addr)
+        if slot.is_none() {
+            *slot = Some(self.open_new(reserve)?);
+        }
+        let o = slot
+            .as_mut()
+            .ok_or_else(|| VdeError::Corrupt("no open segment".into()))?;
+        let at = usize::try_from(o.fill).unwrap_or(0);
+        let n = fill(&mut o.buf[at..at + max_len])?;
+        assert!(n <= max_len, "filled more than reserved");
+        let addr = self.layout.addr(o.seg) + o.fill;
+        o.fill += round4k(n as u64);
+        if o.fill + BLOCK as u64 > self.layout.seg_bytes {
+            self.seal_slot(&mut slot, false)?;
+        }
+        Ok((addr, n))
     }
 
-    /// Writes a full segment in place (whole stripes).
-    fn seal(&self, o: Open) -> Result<(), VdeError> {
-        let seg = o.seg;
-        let buf = Arc::new(o.buf);
+    fn open_new(&self, reserve: bool) -> Result<Open, VdeError> {
+        let mut st = self.st.lock();
+        let free_segs: u64 = st.free.iter().map(|r| r.end - r.start).sum();
+        if !reserve && free_segs <= RESERVE {
+            return Err(VdeError::NoSpace(
+                "the data region is full (the last free segments are reserved for cleaning)".into(),
+            ));
+        }
+        let Some(r) = st.free.first_mut() else {
+            return Err(VdeError::NoSpace(
+                "the data region has no free segment (delete data or snapshots; freed space becomes reusable after the next commit)".into(),
+            ));
+        };
+        let seg = r.start;
+        r.start += 1;
+        if r.start == r.end {
+            st.free.remove(0);
+        }
+        drop(st);
+        Ok(Open {
+            seg,
+            buf: AlignedBuf::zeroed(usize::try_from(self.layout.seg_bytes).unwrap_or(0)),
+            fill: 0,
+            logged: 0,
+        })
+    }
+
+    /// Writes the slot's segment in place (whole stripes; `pad` marks it full first). On
+    /// failure the segment stays in the slot (its committed bytes are still in the log).
+    fn seal_slot(&self, slot: &mut Option<Open>, pad: bool) -> Result<(), VdeError> {
+        let Some(Open {
+            seg,
+            buf,
+            fill,
+            logged,
+        }) = slot.take()
+        else {
+            return Ok(());
+        };
+        let fill = if pad { self.layout.seg_bytes } else { fill };
+        let buf = Arc::new(buf);
         self.st.lock().sealing.push((seg, Arc::clone(&buf)));
         let r = self.backing.dev().write_at(&buf, self.layout.addr(seg));
         let mut st = self.st.lock();
@@ -263,14 +300,13 @@ impl Segments {
                 Ok(())
             }
             Err(e) => {
-                // Keep it open (in memory and in the log) so nothing committed is lost.
-                let fill = self.layout.seg_bytes;
+                drop(st);
                 let buf = Arc::try_unwrap(buf).unwrap_or_else(|b| (*b).clone());
-                st.open.push(Open {
+                *slot = Some(Open {
                     seg,
                     buf,
                     fill,
-                    logged: 0,
+                    logged,
                 });
                 Err(VdeError::Io(e))
             }
@@ -284,11 +320,14 @@ impl Segments {
             return false;
         };
         let off = usize::try_from(addr - self.layout.addr(seg)).unwrap_or(usize::MAX);
-        let st = self.st.lock();
-        if let Some(o) = st.open.iter().find(|o| o.seg == seg) {
-            out.copy_from_slice(&o.buf[off..off + out.len()]);
-            return true;
+        for slot in &self.slots {
+            let g = slot.lock();
+            if let Some(o) = g.as_ref().filter(|o| o.seg == seg) {
+                out.copy_from_slice(&o.buf[off..off + out.len()]);
+                return true;
+            }
         }
+        let st = self.st.lock();
         if let Some((_, b)) = st.sealing.iter().find(|(s, _)| *s == seg) {
             out.copy_from_slice(&b[off..off + out.len()]);
             return true;
@@ -308,63 +347,72 @@ impl Segments {
     /// Before a metadata commit: logs every open segment's unlogged tail and reports what the
     /// commit must record. Call with the metadata write lock held, so that nothing commits
     /// between this and the commit.
-    pub(crate) fn prepare_commit(&self, durable_log_ckpt: u64) -> Result<SegmentChanges, VdeError> {
-        let mut st = self.st.lock();
-        let mut records: Vec<(u64, LogRecord, AlignedBuf)> = Vec::new();
+    pub(crate) fn prepare_commit(
+        &self,
+        _durable_log_ckpt: u64,
+    ) -> Result<SegmentChanges, VdeError> {
         let layout = self.layout;
-        for i in 0..st.open.len() {
-            let (seg, from, to) = {
-                let o = &st.open[i];
-                (o.seg, o.logged, o.fill)
-            };
-            if to <= from {
-                continue;
-            }
-            let payload = AlignedBuf::from_slice(
-                &st.open[i].buf
-                    [usize::try_from(from).unwrap_or(0)..usize::try_from(to).unwrap_or(0)],
-            );
-            let size = BLOCK as u64 + (to - from);
-            let seq = st.log.seq;
-            let at = match Self::reserve(&mut st.log, layout.log_len, size, seg) {
-                Some(at) => at,
-                None => {
-                    // Log full: seal this segment instead (padded) — it no longer needs the log.
-                    let o = st.open.remove(i);
-                    drop(st);
-                    let mut o = o;
-                    o.fill = layout.seg_bytes;
-                    self.seal(o)?;
-                    return self.prepare_commit(durable_log_ckpt);
+        let mut records: Vec<(u64, LogRecord, AlignedBuf)> = Vec::new();
+        let mut open = Vec::new();
+        for slot in &self.slots {
+            let mut g = slot.lock();
+            let Some(o) = g.as_mut() else { continue };
+            let (seg, from, to) = (o.seg, o.logged, o.fill);
+            if to > from {
+                let size = BLOCK as u64 + (to - from);
+                let reserved = {
+                    let mut st = self.st.lock();
+                    let seq = st.log.seq;
+                    let at = Self::reserve(&mut st.log, layout.log_len, size, seg);
+                    if at.is_some() {
+                        st.log.seq += 1;
+                    }
+                    at.map(|a| (a, seq))
+                };
+                match reserved {
+                    Some((at, seq)) => {
+                        let payload = AlignedBuf::from_slice(
+                            &o.buf[usize::try_from(from).unwrap_or(0)
+                                ..usize::try_from(to).unwrap_or(0)],
+                        );
+                        let rec = LogRecord {
+                            vde: self.vde,
+                            seq,
+                            segment: seg,
+                            seg_offset: from,
+                            length: to - from,
+                            payload_hash: *blake3::hash(&payload).as_bytes(),
+                        };
+                        records.push((at, rec, payload));
+                        o.logged = to;
+                    }
+                    None => {
+                        // Log full: write this segment in place instead (padded) — it then
+                        // no longer needs the log.
+                        self.seal_slot(&mut g, true)?;
+                        continue;
+                    }
                 }
-            };
-            st.log.seq += 1;
-            let rec = LogRecord {
-                vde: self.vde,
-                seq,
-                segment: seg,
-                seg_offset: from,
-                length: to - from,
-                payload_hash: *blake3::hash(&payload).as_bytes(),
-            };
-            records.push((at, rec, payload));
-            st.open[i].logged = to;
+            }
+            if let Some(o) = g.as_ref() {
+                open.push((o.seg, o.logged));
+            }
         }
-        let open: Vec<(u64, u64)> = st.open.iter().map(|o| (o.seg, o.logged)).collect();
-        let sealed = std::mem::take(&mut st.sealed_unrecorded);
-        st.sealed_committing.clone_from(&sealed);
-        st.committing_free = std::mem::take(&mut st.pending_free);
-        let open_segs: Vec<u64> = open.iter().map(|x| x.0).collect();
-        let log_checkpoint = st
-            .log
-            .live
-            .iter()
-            .filter(|r| open_segs.contains(&r.3))
-            .map(|r| r.2)
-            .min()
-            .unwrap_or(st.log.seq);
-        drop(st);
-        let _ = durable_log_ckpt;
+        let (sealed, log_checkpoint) = {
+            let mut st = self.st.lock();
+            let sealed = std::mem::take(&mut st.sealed_unrecorded);
+            st.committing_free = std::mem::take(&mut st.pending_free);
+            let open_segs: Vec<u64> = open.iter().map(|x| x.0).collect();
+            let ckpt = st
+                .log
+                .live
+                .iter()
+                .filter(|r| open_segs.contains(&r.3))
+                .map(|r| r.2)
+                .min()
+                .unwrap_or(st.log.seq);
+            (sealed, ckpt)
+        };
         for (at, rec, payload) in &records {
             let mut b = AlignedBuf::zeroed(BLOCK + payload.len());
             b[..BLOCK].copy_from_slice(&rec.encode());
@@ -396,14 +444,17 @@ impl Segments {
     }
 
     /// After the commit of `changes` is durable: freed segments become reusable and log records
-    /// of segments now recorded as sealed become garbage.
+    /// of segments no longer open become garbage.
     pub(crate) fn committed(&self, changes: &SegmentChanges) {
+        let open: Vec<u64> = self
+            .slots
+            .iter()
+            .filter_map(|s| s.lock().as_ref().map(|o| o.seg))
+            .collect();
         let mut st = self.st.lock();
         for seg in std::mem::take(&mut st.committing_free) {
             merge_free(&mut st.free, seg);
         }
-        st.sealed_committing.clear();
-        let open: Vec<u64> = st.open.iter().map(|o| o.seg).collect();
         let sealed = &changes.sealed;
         st.log
             .live
@@ -417,28 +468,19 @@ impl Segments {
         st.pending_free.append(&mut again);
         let mut sealed = changes.sealed.clone();
         st.sealed_unrecorded.append(&mut sealed);
-        st.sealed_committing.clear();
     }
 
-    /// Writes every open segment in place (padded), for a clean shutdown or after recovery.
+    /// Writes every open segment in place (padded), for a clean shutdown.
     pub(crate) fn seal_all(&self) -> Result<(), VdeError> {
-        loop {
-            let o = {
-                let mut st = self.st.lock();
-                if st.open.is_empty() {
-                    return Ok(());
-                }
-                st.open.remove(0)
-            };
-            let mut o = o;
-            o.fill = self.layout.seg_bytes;
-            self.seal(o)?;
+        for slot in &self.slots {
+            self.seal_slot(&mut slot.lock(), true)?;
         }
+        Ok(())
     }
 
     /// Crash recovery: rebuilds the open segments recorded in the metadata (segment, bytes
-    /// logged) from the log records at or after `log_checkpoint`, and reopens them in memory.
-    /// Returns the next log sequence.
+    /// logged) from the log records at or after `log_checkpoint` and writes them in place
+    /// (padded); the next commit records them as sealed. Returns the next log sequence.
     ///
     /// # Errors
     /// When the log does not hold what the metadata says it does.
@@ -456,6 +498,7 @@ impl Segments {
         let mut per_seg: BTreeMap<u64, Vec<(LogRecord, usize)>> = BTreeMap::new();
         let mut max_seq = log_checkpoint;
         let mut at = BLOCK;
+        // Bounded: every step advances by at least one block.
         while at + BLOCK <= log.len() {
             match LogRecord::decode(&log[at..at + BLOCK], &self.vde) {
                 Ok(r) if r.seq >= log_checkpoint => {
@@ -474,8 +517,7 @@ impl Segments {
                 _ => at += BLOCK,
             }
         }
-        let mut st = self.st.lock();
-        st.log.seq = max_seq;
+        self.st.lock().log.seq = max_seq;
         for &(seg, logged) in open {
             let mut buf = AlignedBuf::zeroed(usize::try_from(self.layout.seg_bytes).unwrap_or(0));
             let mut covered = vec![false; usize::try_from(logged / BLOCK as u64).unwrap_or(0)];
@@ -500,12 +542,15 @@ impl Segments {
                     gap * BLOCK
                 )));
             }
-            st.open.push(Open {
-                seg,
-                buf,
-                fill: logged,
-                logged,
-            });
+            self.seal_slot(
+                &mut Some(Open {
+                    seg,
+                    buf,
+                    fill: self.layout.seg_bytes,
+                    logged,
+                }),
+                true,
+            )?;
         }
         Ok(max_seq)
     }
@@ -579,7 +624,11 @@ mod tests {
         let s2 = Segments::new(b, layout, Uuid::from_bytes([1; 16]), &[0, 1, 3], 0);
         s2.recover(&ch.open, ch.log_checkpoint).expect("recover");
         let mut out = vec![0u8; 12288];
-        assert!(s2.read_buffered(a, &mut out));
+        assert!(
+            !s2.read_buffered(a, &mut out),
+            "recovered segments are written in place"
+        );
+        dev.read_at(&mut out, a).expect("read");
         assert_eq!(out, vec![7u8; 12288]);
         // Metadata claiming more than the log holds is corruption, reported.
         let s3 = Segments::new(
