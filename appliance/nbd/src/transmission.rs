@@ -493,18 +493,26 @@ impl WorkerPool {
         }
     }
 
-    /// Queues `jobs` and wakes one worker per 256 KiB of work (at least one): a burst of
-    /// small requests is cheaper for one thread to run back to back than to spread over
-    /// several sleeping threads, while large requests still copy in parallel.
+    /// Queues `jobs` and wakes workers: one per job that may block (exports without inline
+    /// I/O, and flushes), so a slow device sees the whole queue depth; and one per 256 KiB
+    /// of memory-copy work, since a burst of small copies is cheaper for one thread to run
+    /// back to back than to spread over several sleeping threads.
     fn submit(&self, jobs: &mut Vec<(Arc<Shared>, Job)>) {
         if jobs.is_empty() {
             return;
         }
         self.started.call_once(|| self.start());
-        let bytes: u64 = jobs.iter().map(|(_, j)| u64::from(j.command.length())).sum();
-        let wake = usize::try_from(bytes.div_ceil(256 * 1024))
-            .unwrap_or(usize::MAX)
-            .clamp(1, jobs.len());
+        let mut blocking = 0usize;
+        let mut copy_bytes = 0u64;
+        for (shared, job) in jobs.iter() {
+            if job.command == Command::Flush || shared.export.inline_io_limit() == 0 {
+                blocking += 1;
+            } else {
+                copy_bytes += u64::from(job.command.length());
+            }
+        }
+        let copies = usize::try_from(copy_bytes.div_ceil(256 * 1024)).unwrap_or(usize::MAX);
+        let wake = blocking.saturating_add(copies).clamp(1, jobs.len());
         self.inner.queue.lock().extend(jobs.drain(..));
         for _ in 0..wake {
             if !self.inner.ready.notify_one() {
@@ -516,7 +524,9 @@ impl WorkerPool {
 
 impl Drop for WorkerPool {
     fn drop(&mut self) {
-        self.inner.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.inner
+            .stop
+            .store(true, std::sync::atomic::Ordering::SeqCst);
         // Take the lock so no worker misses the wake-up between its check and its wait.
         drop(self.inner.queue.lock());
         self.inner.ready.notify_all();
@@ -721,14 +731,18 @@ impl Pending {
         Ok(())
     }
 
+    /// Sends the ready replies, then hands the queued jobs to the I/O threads (in this order,
+    /// so replies of requests that arrived earlier and are already done go out first).
     fn flush(&mut self, tx: &mpsc::UnboundedSender<Outgoing>) -> Result<(), TransmissionError> {
+        let sent = if self.replies.is_empty() {
+            Ok(())
+        } else {
+            let batch = std::mem::replace(&mut self.replies, Vec::with_capacity(MAX_REPLY_BATCH));
+            tx.send(Outgoing::Batch(batch))
+                .map_err(|_| TransmissionError::Write(std::io::ErrorKind::BrokenPipe.into()))
+        };
         self.workers.submit(&mut self.jobs);
-        if self.replies.is_empty() {
-            return Ok(());
-        }
-        let batch = std::mem::replace(&mut self.replies, Vec::with_capacity(MAX_REPLY_BATCH));
-        tx.send(Outgoing::Batch(batch))
-            .map_err(|_| TransmissionError::Write(std::io::ErrorKind::BrokenPipe.into()))
+        sent
     }
 
     /// Flushes unless `needed` bytes are already buffered (so the next read cannot block).

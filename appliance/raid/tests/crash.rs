@@ -15,6 +15,8 @@
 //! `DW_CRASH_ITERS` sets the iterations per configuration (default 60; CI default; the
 //! long-running mode is e.g. `DW_CRASH_ITERS=5000`). A failure prints the seed; rerun one seed
 //! with `DW_CRASH_SEED`.
+// Test sizes are a few MiB on a 64-bit host: u64 -> usize casts cannot truncate here.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 
@@ -159,7 +161,7 @@ fn one_iteration(
         volatile_cache: true,
         atomic_block: 4096,
     };
-    let rig = Rig::over(&mems, cfg, Some(domain.clone()));
+    let rig = Rig::over(&mems, cfg, Some(&domain));
     let asm =
         Array::assemble(rig.devs.clone(), &AssembleOptions::default()).expect("assemble base");
     let a = asm.array;

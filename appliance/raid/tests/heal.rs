@@ -1,4 +1,6 @@
 //! Silent corruption, media errors, rebuilds and replacements.
+// Test sizes are a few MiB on a 64-bit host: u64 -> usize casts cannot truncate here.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

@@ -2,6 +2,8 @@
 //! combination of up to the level's tolerance of failed members (at run time and missing at
 //! assembly) must read back byte-exact; one more failure must give the clear offline error —
 //! never garbage — and must write nothing.
+// Test sizes are a few MiB on a 64-bit host: u64 -> usize casts cannot truncate here.
+#![allow(clippy::cast_possible_truncation)]
 
 mod common;
 

@@ -81,18 +81,28 @@ fn data_len(d: &[Bytes]) -> u64 {
 fn read_body(
     body: &mut ObjectBody,
 ) -> Result<(Vec<Bytes>, crate::body::BodyDigest), ObjectStoreError> {
+    let expected = body.limits().expected_len;
+    // Segments sized to what is still expected, so small objects do not pin 1 MiB each.
+    let seg_len = |received: u64| -> usize {
+        let rest = expected.map_or(u64::MAX, |e| e.saturating_sub(received).max(1));
+        usize::try_from(rest).unwrap_or(SEGMENT).min(SEGMENT)
+    };
     let mut segs = Vec::new();
-    let mut buf = BytesMut::zeroed(SEGMENT);
+    let mut received = 0u64;
+    let mut buf = BytesMut::zeroed(seg_len(0));
     let mut filled = 0usize;
     loop {
         if filled == buf.len() {
             segs.push(buf.split().freeze());
-            buf = BytesMut::zeroed(SEGMENT);
+            buf = BytesMut::zeroed(seg_len(received));
             filled = 0;
         }
         match body.read(&mut buf[filled..]) {
             Ok(0) => break,
-            Ok(n) => filled += n,
+            Ok(n) => {
+                filled += n;
+                received += u64::try_from(n).unwrap_or(0);
+            }
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e.into()),
         }

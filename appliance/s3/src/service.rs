@@ -1163,11 +1163,7 @@ impl S3 for S3Api {
                         Err(s3_error!(NotImplemented, "S3 versioning is not supported"))
                     } else {
                         s.delete_object(&bucket, &o.key, bypass)
-                            .map_err(|e| match e {
-                                // A missing bucket fails the whole request.
-                                ObjectStoreError::NoSuchBucket { .. } => map_store_error(e),
-                                other => map_store_error(other),
-                            })
+                            .map_err(map_store_error)
                     };
                     out.push((o.key, r));
                 }

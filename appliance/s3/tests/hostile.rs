@@ -99,7 +99,7 @@ fn stalled_body_times_out() {
         &[("content-length", "100000")],
     )
     .into_bytes();
-    req.extend_from_slice(&[7u8; 70_000]); // more than the inline threshold: the streaming path
+    req.extend_from_slice(&vec![7u8; 70_000]); // more than the inline threshold: the streaming path
     let t = Instant::now();
     let r = raw(s.addr, &req, false, Duration::from_secs(15));
     assert!(t.elapsed() < Duration::from_secs(12), "no timeout");
@@ -457,7 +457,7 @@ fn concurrency_limit_answers_slow_down() {
             &[("content-length", "100000")],
         )
         .into_bytes();
-        req.extend_from_slice(&[1u8; 70_000]);
+        req.extend_from_slice(&vec![1u8; 70_000]);
         raw(addr, &req, false, Duration::from_secs(5))
     });
     std::thread::sleep(Duration::from_millis(500));

@@ -19,6 +19,7 @@ use redb::{Database, ReadableDatabase, ReadableTable, WriteTransaction};
 use uuid::Uuid;
 
 use crate::backing::Backing;
+use crate::codec;
 use crate::crypto::{KeySchedule, MasterKey, TAG_LEN, extent_aad, extent_nonce};
 use crate::errors::{OpenError, VdeError};
 use crate::format::{
@@ -94,6 +95,11 @@ pub(crate) struct Inner {
     pub vde_policy: RwLock<Policy>,
     pub healed: AtomicU64,
     pins: Mutex<HashMap<u64, u32>>,
+    /// Bumped after a commit queues inodes for freeing (or an inode is unpinned); the free
+    /// queue is scanned only when it moved since the last drain, so most operations do not pay
+    /// a transaction for an empty queue.
+    free_epoch: AtomicU64,
+    free_drained: AtomicU64,
     pub read_only: Option<String>,
 }
 
@@ -644,6 +650,8 @@ impl Inner {
             vde_policy: RwLock::new(vde_policy),
             healed: AtomicU64::new(state.healed),
             pins: Mutex::new(HashMap::new()),
+            free_epoch: AtomicU64::new(1),
+            free_drained: AtomicU64::new(0),
             read_only,
         });
         if inner.read_only.is_none() {
@@ -673,6 +681,7 @@ impl Inner {
                         w.remove(i)?;
                         q.insert(i, now_secs())?;
                     }
+                    t.queued_free = true;
                     Ok(())
                 })
                 .map_err(rec)?;
@@ -707,11 +716,16 @@ impl Inner {
             tx,
             txg: state.txg,
             released: Vec::new(),
+            queued_free: false,
             inner: self,
         };
         let out = f(&mut t)?;
         let Txn {
-            tx, txg, released, ..
+            tx,
+            txg,
+            released,
+            queued_free,
+            ..
         } = t;
         {
             // Re-read: the closure may have changed counters.
@@ -722,6 +736,9 @@ impl Inner {
             m.insert("state", s.encode().as_slice())?;
         }
         tx.commit()?;
+        if queued_free {
+            self.free_epoch.fetch_add(1, Ordering::AcqRel);
+        }
         for seg in released {
             self.segs.release(seg);
         }
@@ -915,6 +932,8 @@ impl Inner {
             *n -= 1;
             if *n == 0 {
                 p.remove(&inode);
+                // A drain may have skipped it while pinned.
+                self.free_epoch.fetch_add(1, Ordering::AcqRel);
             }
         }
     }
@@ -925,6 +944,10 @@ impl Inner {
 
     /// Frees the extents of queued inodes in bounded transactions (skipping pinned ones).
     pub(crate) fn drain_free_queue(&self) -> Result<(), VdeError> {
+        let epoch = self.free_epoch.load(Ordering::Acquire);
+        if self.free_drained.load(Ordering::Acquire) >= epoch {
+            return Ok(());
+        }
         // Bounded: each round frees at least one batch or finds nothing to do.
         for _ in 0..1_000_000 {
             let (progress, txg) = self.txn(|t| {
@@ -949,6 +972,9 @@ impl Inner {
                 Ok(false)
             })?;
             if !progress {
+                // Everything queued before `epoch` was seen (pinned inodes bump the epoch when
+                // unpinned).
+                self.free_drained.fetch_max(epoch, Ordering::AcqRel);
                 return Ok(());
             }
             let _ = txg;
@@ -1003,40 +1029,19 @@ impl Inner {
             Compression::Zstd(l) => Some(i32::from(l)),
             Compression::None => None,
         };
-        let room = level.map_or(plain.len(), |_| {
-            zstd::zstd_safe::compress_bound(plain.len()).max(plain.len())
-        });
-        let max = room + if key.is_some() { TAG_LEN } else { 0 };
+        let max = codec::max_encoded_len(plain.len(), level, key.is_some());
         let aad = extent_aad(&self.uuid, container, inode, offset, extent_id);
-        let nonce = extent_nonce(extent_id, generation);
+        let sealing = key.map(|key| codec::Sealing {
+            key,
+            nonce: extent_nonce(extent_id, generation),
+            aad: &aad,
+        });
         let mut meta = (0u8, [0u8; 32]);
-        // Encodes straight into the segment: compressed (or plain) bytes, encrypted in place,
-        // tag after them, checksum over the result. No intermediate buffer.
+        // Encodes straight into the open segment: no intermediate buffer.
         let mut encode = |buf: &mut [u8]| -> Result<usize, VdeError> {
-            let mut flags = 0u8;
-            let mut n = plain.len();
-            let mut done = false;
-            if let Some(l) = level
-                && let Some(c) = compress_into(plain, &mut buf[..room], l)
-                && c <= plain.len() - plain.len() / 8
-            {
-                // Kept only when it saves at least 1/8: otherwise reading costs more than the
-                // space is worth.
-                n = c;
-                flags |= records::EXT_COMPRESSED;
-                done = true;
-            }
-            if !done {
-                buf[..n].copy_from_slice(plain);
-            }
-            if let Some(k) = key {
-                let tag = k.seal_detached(nonce, &aad, &mut buf[..n]);
-                buf[n..n + TAG_LEN].copy_from_slice(&tag);
-                n += TAG_LEN;
-                flags |= records::EXT_ENCRYPTED;
-            }
-            meta = (flags, *blake3::hash(&buf[..n]).as_bytes());
-            Ok(n)
+            let e = codec::encode(plain, buf, level, sealing);
+            meta = (e.flags, e.checksum);
+            Ok(e.len)
         };
         let (addr, n) = self.segs.append_with(max, false, &mut encode)?;
         drop(keys);
@@ -1054,8 +1059,9 @@ impl Inner {
         })
     }
 
-    /// Reads and decodes an extent; verifies its checksum (when `verify`, or always when it
-    /// is encrypted and fails to authenticate) and heals from redundancy.
+    /// Reads and decodes an extent into `out` (its capacity reused); verifies the checksum
+    /// (when `verify`, or always when decryption or decompression fails) and heals from
+    /// redundancy.
     pub(crate) fn read_record(
         &self,
         e: &ExtentRecord,
@@ -1063,37 +1069,41 @@ impl Inner {
         inode: u64,
         offset: u64,
         verify: bool,
-    ) -> Result<Vec<u8>, VdeError> {
-        let padded = u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64;
-        let mut buf = AlignedBuf::zeroed(ulen(padded));
-        if !self.segs.read_buffered(e.addr, &mut buf) {
-            self.backing.dev().read_at(&mut buf, e.addr)?;
-        }
+        out: &mut Vec<u8>,
+    ) -> Result<(), VdeError> {
+        let padded = ulen(u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64);
         let stored = ulen(u64::from(e.stored_len));
-        let mut data = if verify && *blake3::hash(&buf[..stored]).as_bytes() != e.checksum {
-            self.heal(e, padded)?
-        } else {
-            buf[..stored].to_vec()
-        };
-        match self.decode_stored(&mut data, e, container, inode, offset) {
-            Ok(plain) => Ok(plain),
-            Err(VdeError::Corrupt(_)) if !verify => {
-                // Unverified read whose decryption or decompression failed: heal and retry.
-                let mut healed = self.heal(e, padded)?;
-                self.decode_stored(&mut healed, e, container, inode, offset)
+        READ_BUF.with(|rb| {
+            let mut rb = rb.borrow_mut();
+            if rb.len() < padded {
+                *rb = AlignedBuf::zeroed(padded);
             }
-            Err(err) => Err(err),
-        }
+            let buf = &mut rb[..padded];
+            if !self.segs.read_buffered(e.addr, buf) {
+                self.backing.dev().read_at(buf, e.addr)?;
+            }
+            if verify && !codec::verify(&buf[..stored], &e.checksum) {
+                self.heal(e, buf)?;
+            }
+            match self.decode_stored(&mut buf[..stored], e, container, inode, offset, out) {
+                Err(VdeError::Corrupt(_)) if !verify => {
+                    // Unverified read whose decryption or decompression failed: heal, retry.
+                    self.heal(e, buf)?;
+                    self.decode_stored(&mut buf[..stored], e, container, inode, offset, out)
+                }
+                r => r,
+            }
+        })
     }
 
     /// Asks the backing for its other reconstructions of the extent and keeps the one that
     /// matches the checksum, writing it back.
-    fn heal(&self, e: &ExtentRecord, padded: u64) -> Result<Vec<u8>, VdeError> {
+    fn heal(&self, e: &ExtentRecord, buf: &mut [u8]) -> Result<(), VdeError> {
         let stored = ulen(u64::from(e.stored_len));
-        let alts = self.backing.alternatives(e.addr, padded)?;
+        let alts = self.backing.alternatives(e.addr, buf.len() as u64)?;
         let tried = alts.len();
         for alt in alts {
-            if alt.len() >= stored && *blake3::hash(&alt[..stored]).as_bytes() == e.checksum {
+            if alt.len() >= stored && codec::verify(&alt[..stored], &e.checksum) {
                 self.backing.repair(e.addr, &alt)?;
                 self.healed.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(
@@ -1101,7 +1111,8 @@ impl Inner {
                     self.uuid,
                     e.addr
                 );
-                return Ok(alt[..stored].to_vec());
+                buf[..stored].copy_from_slice(&alt[..stored]);
+                return Ok(());
             }
         }
         Err(VdeError::Unrecoverable {
@@ -1117,48 +1128,36 @@ impl Inner {
 
     fn decode_stored(
         &self,
-        data: &mut Vec<u8>,
+        stored: &mut [u8],
         e: &ExtentRecord,
         container: u64,
         inode: u64,
         offset: u64,
-    ) -> Result<Vec<u8>, VdeError> {
-        if e.flags & records::EXT_ENCRYPTED != 0 {
-            let keys = self.keys.read();
-            let k = keys
-                .data_key(e.key_generation)
-                .ok_or(VdeError::MissingKey(e.key_generation))?;
-            let n = k
-                .open(
-                    extent_nonce(e.extent_id, e.key_generation),
-                    &extent_aad(&self.uuid, container, inode, offset, e.extent_id),
-                    data,
-                )
-                .map_err(|_| {
-                    VdeError::Corrupt(format!("extent at {} fails authentication", e.addr))
-                })?;
-            data.truncate(n);
-        }
-        let logical = ulen(u64::from(e.logical_len));
-        if e.flags & records::EXT_COMPRESSED != 0 {
-            let out = zstd::bulk::decompress(data, logical).map_err(|err| {
-                VdeError::Corrupt(format!("extent at {} does not decompress: {err}", e.addr))
-            })?;
-            if out.len() != logical {
-                return Err(VdeError::Corrupt(format!(
-                    "extent at {} decompresses to the wrong size",
-                    e.addr
-                )));
-            }
-            return Ok(out);
-        }
-        if data.len() != logical {
-            return Err(VdeError::Corrupt(format!(
-                "extent at {} has the wrong size",
-                e.addr
-            )));
-        }
-        Ok(std::mem::take(data))
+        out: &mut Vec<u8>,
+    ) -> Result<(), VdeError> {
+        let keys = self.keys.read();
+        let key = if e.flags & records::EXT_ENCRYPTED != 0 {
+            Some(
+                keys.data_key(e.key_generation)
+                    .ok_or(VdeError::MissingKey(e.key_generation))?,
+            )
+        } else {
+            None
+        };
+        let aad = extent_aad(&self.uuid, container, inode, offset, e.extent_id);
+        let sealing = key.map(|key| codec::Sealing {
+            key,
+            nonce: extent_nonce(e.extent_id, e.key_generation),
+            aad: &aad,
+        });
+        codec::decode(
+            stored,
+            e.flags,
+            ulen(u64::from(e.logical_len)),
+            sealing,
+            out,
+        )
+        .map_err(|err| VdeError::Corrupt(format!("extent at {} {err}", e.addr)))
     }
 
     /// Re-encrypts an extent's stored bytes under the current key generation (decrypt with
@@ -1176,11 +1175,10 @@ impl Inner {
             self.backing.dev().read_at(&mut buf, e.addr)?;
         }
         let stored = ulen(u64::from(e.stored_len));
-        let mut data = if *blake3::hash(&buf[..stored]).as_bytes() == e.checksum {
-            buf[..stored].to_vec()
-        } else {
-            self.heal(e, padded)?
-        };
+        if !codec::verify(&buf[..stored], &e.checksum) {
+            self.heal(e, &mut buf)?;
+        }
+        let mut data = buf[..stored].to_vec();
         let keys = self.keys.read();
         let old = keys
             .data_key(e.key_generation)
@@ -1353,20 +1351,8 @@ pub(crate) fn read_state(tx: &WriteTransaction) -> Result<StateRecord, VdeError>
 }
 
 thread_local! {
-    static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> = const { std::cell::RefCell::new(None) };
-}
-
-/// zstd into `out` with a per-thread context (creating one per record costs more than
-/// compressing 4 KiB); `None` when it fails or does not fit.
-fn compress_into(plain: &[u8], out: &mut [u8], level: i32) -> Option<usize> {
-    ZSTD.with(|c| {
-        let mut c = c.borrow_mut();
-        if c.as_ref().is_none_or(|(l, _)| *l != level) {
-            *c = Some((level, zstd::bulk::Compressor::new(level).ok()?));
-        }
-        c.as_mut()
-            .and_then(|(_, z)| z.compress_to_buffer(plain, out).ok())
-    })
+    /// The aligned buffer extents are read into (grown to the largest record, then reused).
+    static READ_BUF: std::cell::RefCell<AlignedBuf> = std::cell::RefCell::new(AlignedBuf::zeroed(0));
 }
 
 /// A write transaction with the VDE's helpers.
@@ -1374,6 +1360,8 @@ pub(crate) struct Txn<'a> {
     pub tx: WriteTransaction,
     pub txg: u64,
     released: Vec<u64>,
+    /// Something was put in the free queue.
+    pub queued_free: bool,
     pub inner: &'a Inner,
 }
 
@@ -1478,6 +1466,7 @@ impl Txn<'_> {
         r.refs = r.refs.saturating_sub(1);
         if r.refs == 0 {
             self.tx.open_table(FREE_QUEUE)?.insert(inode, now_secs())?;
+            self.queued_free = true;
         }
         self.put_inode(inode, &r)
     }

@@ -16,6 +16,9 @@
 #![deny(missing_docs)]
 
 mod backing;
+#[doc(hidden)]
+pub mod bench;
+mod codec;
 mod crypto;
 mod engine;
 mod errors;

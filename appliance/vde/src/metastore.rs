@@ -6,16 +6,28 @@
 //! 4 KiB-aligned I/O). `sync_data` persists the length and flushes the whole device, which also
 //! makes every data segment and intent-log record written before it durable — the ordering the
 //! VDE's commits rely on.
+//!
+//! Writes are held in memory (whole blocks) until the next `sync_data` and then go out as one
+//! batch: redb writes a commit's pages one at a time, and a device round trip per page cost
+//! more than the rest of a small commit. Reads see held blocks. Nothing is lost by holding
+//! them: until a sync, redb promises nothing about them either.
 
+use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use dw_blockdev::AlignedBuf;
-use parking_lot::Mutex;
+use dw_blockdev::{AlignedBuf, IoBuf, IoReq, run_batch};
+use parking_lot::{Mutex, RwLock};
 
 use crate::backing::Backing;
 use crate::format::{BLOCK, MetaLen};
 
 const SLOTS: u64 = 2 * BLOCK as u64;
+
+/// Held blocks beyond which they are written out without waiting for a sync (bounds memory).
+const MAX_HELD_BLOCKS: usize = 8192;
+
+/// Largest single write when held blocks go out.
+const MAX_RUN_BLOCKS: usize = 256;
 
 /// The storage redb runs on.
 #[derive(Debug)]
@@ -27,6 +39,8 @@ pub(crate) struct MetaBackend {
     /// The length record, and whether it differs from the persisted one (written at the
     /// next sync). One lock for both: no ordering to get wrong.
     state: Mutex<(MetaLen, bool)>,
+    /// Blocks written since the last sync, by block index within the store.
+    held: RwLock<BTreeMap<u64, AlignedBuf>>,
 }
 
 fn io(e: impl std::fmt::Display) -> std::io::Error {
@@ -66,6 +80,7 @@ impl MetaBackend {
             start,
             capacity: len - SLOTS,
             state: Mutex::new((state, false)),
+            held: RwLock::new(BTreeMap::new()),
         })
     }
 
@@ -73,48 +88,109 @@ impl MetaBackend {
         self.start + SLOTS
     }
 
-    fn persist_len(&self) -> std::io::Result<()> {
-        let mut st = self.state.lock();
-        if !st.1 {
-            return Ok(());
+    /// Writes every held block (contiguous ones together) and, at a sync (`with_len`), the
+    /// length slot if it changed (only then: a new length must not be durable before the
+    /// commit that needs it). Called with the held map locked for writing.
+    fn write_out(
+        &self,
+        held: &mut BTreeMap<u64, AlignedBuf>,
+        with_len: bool,
+    ) -> std::io::Result<()> {
+        let dev = self.backing.dev();
+        let blk = BLOCK as u64;
+        let mut runs: Vec<(u64, AlignedBuf)> = Vec::new();
+        let mut iter = held.iter().peekable();
+        while let Some((&first, b)) = iter.next() {
+            let mut n = 1usize;
+            while n < MAX_RUN_BLOCKS && iter.peek().is_some_and(|(i, _)| **i == first + n as u64) {
+                iter.next();
+                n += 1;
+            }
+            let mut run = AlignedBuf::zeroed(n * BLOCK);
+            run[..BLOCK].copy_from_slice(b);
+            for k in 1..n {
+                let blk_buf = held
+                    .get(&(first + k as u64))
+                    .ok_or_else(|| io("held metadata block vanished"))?;
+                run[k * BLOCK..(k + 1) * BLOCK].copy_from_slice(blk_buf);
+            }
+            runs.push((self.base() + first * blk, run));
         }
-        st.0.counter += 1;
-        let slot = st.0.counter % 2;
-        let b = AlignedBuf::from_slice(&st.0.encode());
-        self.backing
-            .dev()
-            .write_at(&b, self.start + slot * BLOCK as u64)
-            .map_err(io)?;
-        st.1 = false;
+        let mut st = self.state.lock();
+        let len_slot = (with_len && st.1).then(|| {
+            let mut m = st.0;
+            m.counter += 1;
+            (m, AlignedBuf::from_slice(&m.encode()))
+        });
+        let mut reqs: Vec<IoReq<'_>> = runs
+            .iter()
+            .map(|(off, b)| IoReq {
+                dev,
+                offset: *off,
+                buf: IoBuf::Write(b),
+            })
+            .collect();
+        if let Some((m, b)) = &len_slot {
+            reqs.push(IoReq {
+                dev,
+                offset: self.start + (m.counter % 2) * blk,
+                buf: IoBuf::Write(b),
+            });
+        }
+        for r in run_batch(&mut reqs) {
+            r.map_err(io)?;
+        }
+        if let Some((m, _)) = len_slot {
+            st.0.counter = m.counter;
+            st.1 = false;
+        }
+        held.clear();
         Ok(())
     }
 
-    /// Writes `data` at `off` of the store, read-modify-writing partial blocks.
-    fn write_rmw(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
+    /// The block `idx` as it is now: held, or read from the device.
+    fn current_block(
+        &self,
+        held: &BTreeMap<u64, AlignedBuf>,
+        idx: u64,
+    ) -> std::io::Result<AlignedBuf> {
+        if let Some(b) = held.get(&idx) {
+            return Ok(b.clone());
+        }
+        let mut b = AlignedBuf::zeroed(BLOCK);
+        self.backing
+            .dev()
+            .read_at(&mut b, self.base() + idx * BLOCK as u64)
+            .map_err(io)?;
+        Ok(b)
+    }
+
+    /// Holds `data` at `off` of the store (partial blocks merged with their current contents).
+    fn hold(&self, off: u64, data: &[u8]) -> std::io::Result<()> {
         let blk = BLOCK as u64;
-        let first = off / blk * blk;
         let end = off + data.len() as u64;
-        let last = end.div_ceil(blk) * blk;
-        let dev = self.backing.dev();
-        if first == off && last == end && data.as_ptr().align_offset(4096) == 0 {
-            return dev.write_at(data, self.base() + off).map_err(io);
+        let mut held = self.held.write();
+        let mut idx = off / blk;
+        while idx * blk < end {
+            let b0 = idx * blk;
+            let from = off.max(b0);
+            let to = end.min(b0 + blk);
+            let mut b = if from == b0 && to == b0 + blk {
+                AlignedBuf::zeroed(BLOCK)
+            } else {
+                self.current_block(&held, idx)?
+            };
+            let src = usize::try_from(from - off).map_err(io)?;
+            let dst = usize::try_from(from - b0).map_err(io)?;
+            let n = usize::try_from(to - from).map_err(io)?;
+            b[dst..dst + n].copy_from_slice(&data[src..src + n]);
+            held.insert(idx, b);
+            idx += 1;
         }
-        let mut b = AlignedBuf::zeroed(usize::try_from(last - first).map_err(io)?);
-        let head_partial = first < off;
-        let tail_partial = end < last;
-        let single = last - first == blk;
-        if head_partial {
-            dev.read_at(&mut b[..BLOCK], self.base() + first)
-                .map_err(io)?;
+        if held.len() > MAX_HELD_BLOCKS {
+            self.write_out(&mut held, false)?;
         }
-        if tail_partial && !(single && head_partial) {
-            let at = usize::try_from(last - blk - first).map_err(io)?;
-            dev.read_at(&mut b[at..at + BLOCK], self.base() + last - blk)
-                .map_err(io)?;
-        }
-        let at = usize::try_from(off - first).map_err(io)?;
-        b[at..at + data.len()].copy_from_slice(data);
-        dev.write_at(&b, self.base() + first).map_err(io)
+        Ok(())
     }
 }
 
@@ -133,18 +209,28 @@ impl redb::StorageBackend for MetaBackend {
         }
         let blk = BLOCK as u64;
         let first = offset / blk * blk;
-        let last = (offset + out.len() as u64).div_ceil(blk) * blk;
+        let end = offset + out.len() as u64;
+        let last = end.div_ceil(blk) * blk;
         let dev = self.backing.dev();
-        if first == offset
-            && last == offset + out.len() as u64
-            && out.as_ptr().align_offset(4096) == 0
-        {
-            return dev.read_at(out, self.base() + offset).map_err(io);
+        // Held for the whole read so a write-out cannot slip between device and overlay.
+        let held = self.held.read();
+        if first == offset && last == end && out.as_ptr().align_offset(4096) == 0 {
+            dev.read_at(out, self.base() + offset).map_err(io)?;
+        } else {
+            let mut b = AlignedBuf::zeroed(usize::try_from(last - first).map_err(io)?);
+            dev.read_at(&mut b, self.base() + first).map_err(io)?;
+            let at = usize::try_from(offset - first).map_err(io)?;
+            out.copy_from_slice(&b[at..at + out.len()]);
         }
-        let mut b = AlignedBuf::zeroed(usize::try_from(last - first).map_err(io)?);
-        dev.read_at(&mut b, self.base() + first).map_err(io)?;
-        let at = usize::try_from(offset - first).map_err(io)?;
-        out.copy_from_slice(&b[at..at + out.len()]);
+        for (&idx, b) in held.range(first / blk..last / blk) {
+            let b0 = idx * blk;
+            let from = offset.max(b0);
+            let to = end.min(b0 + blk);
+            let dst = usize::try_from(from - offset).map_err(io)?;
+            let src = usize::try_from(from - b0).map_err(io)?;
+            let n = usize::try_from(to - from).map_err(io)?;
+            out[dst..dst + n].copy_from_slice(&b[src..src + n]);
+        }
         Ok(())
     }
 
@@ -165,12 +251,40 @@ impl redb::StorageBackend for MetaBackend {
         if len > old && hwm > old {
             // New positions must read as zeros: clear what an earlier, longer store left.
             let end = len.min(hwm);
+            let blk = BLOCK as u64;
             let mut at = old;
+            // Partial first block through the held blocks, whole ones straight to the device
+            // (dropping held copies so they cannot resurrect old bytes).
+            if at % blk != 0 {
+                let n = (blk - at % blk).min(end - at);
+                self.hold(at, &vec![0u8; usize::try_from(n).map_err(io)?])?;
+                at += n;
+            }
+            let mut held = self.held.write();
             let zeros = AlignedBuf::zeroed(1 << 20);
             while at < end {
                 let n = (end - at).min(1 << 20);
-                self.write_rmw(at, &zeros[..usize::try_from(n).map_err(io)?])?;
-                at += n;
+                let whole = n / blk * blk;
+                if whole == 0 {
+                    drop(held);
+                    self.hold(at, &vec![0u8; usize::try_from(n).map_err(io)?])?;
+                    break;
+                }
+                let ks: Vec<u64> = held
+                    .range(at / blk..(at + whole) / blk)
+                    .map(|(k, _)| *k)
+                    .collect();
+                for k in ks {
+                    held.remove(&k);
+                }
+                self.backing
+                    .dev()
+                    .write_at(
+                        &zeros[..usize::try_from(whole).map_err(io)?],
+                        self.base() + at,
+                    )
+                    .map_err(io)?;
+                at += whole;
             }
         }
         let mut st = self.state.lock();
@@ -180,7 +294,7 @@ impl redb::StorageBackend for MetaBackend {
     }
 
     fn sync_data(&self) -> std::io::Result<()> {
-        self.persist_len()?;
+        self.write_out(&mut self.held.write(), true)?;
         self.backing.dev().flush().map_err(io)
     }
 
@@ -194,7 +308,7 @@ impl redb::StorageBackend for MetaBackend {
                 "the VDE's metadata region is full",
             ));
         }
-        self.write_rmw(offset, data)?;
+        self.hold(offset, data)?;
         let mut st = self.state.lock();
         if end > st.0.high_water {
             st.0.high_water = end;

@@ -24,6 +24,59 @@ pub const BUCKET_RECORD: u32 = 128 * 1024;
 pub const VOLUME_RECORD: u32 = 4096;
 /// Extents committed per transaction while streaming a large object.
 const BATCH: usize = 256;
+
+thread_local! {
+    /// The record buffer objects are streamed through (reused: no allocation per put).
+    static STREAM_BUF: std::cell::Cell<Vec<u8>> = const { std::cell::Cell::new(Vec::new()) };
+}
+
+/// An inode whose data has been streamed and is waiting to be linked.
+#[derive(Debug)]
+pub(crate) struct Streamed {
+    pub inode: u64,
+    pub size: u64,
+    pub stored: u64,
+    pub md5: [u8; 16],
+    /// Extents not yet in the metadata.
+    pending: Vec<(u64, ExtentRecord)>,
+    /// The inode record exists (listed in WRITING).
+    created: bool,
+    container: u64,
+    record_size: u32,
+}
+
+impl Streamed {
+    fn record(&self, refs: u32) -> InodeRecord {
+        InodeRecord {
+            kind: INODE_OBJECT,
+            refs,
+            container: self.container,
+            size: self.size,
+            stored: self.stored,
+            record_size: self.record_size,
+        }
+    }
+}
+
+impl Txn<'_> {
+    /// Records a streamed inode with one reference (its caller links it in the same
+    /// transaction).
+    pub(crate) fn adopt(&mut self, s: &Streamed) -> Result<(), VdeError> {
+        if s.created {
+            self.tx.open_table(WRITING)?.remove(s.inode)?;
+            let mut i = self.inode(s.inode)?;
+            i.refs = 1;
+            return self.put_inode(s.inode, &i);
+        }
+        for (off, e) in &s.pending {
+            self.add_extent_space(e)?;
+            self.tx
+                .open_table(EXTENTS)?
+                .insert((s.inode, *off, 0), e.encode().as_slice())?;
+        }
+        self.put_inode(s.inode, &s.record(1))
+    }
+}
 /// Smallest part of a multipart upload except the last (S3's rule).
 pub const MIN_PART: u64 = 5 << 20;
 
@@ -497,74 +550,81 @@ impl Inner {
 
     // -------------------------------------------------------------------- writing data
 
-    /// Streams `body` into a new inode of `container` in records; returns (inode, size,
-    /// stored bytes, MD5). The inode is listed as being written until the caller's final
-    /// transaction links it.
+    /// Streams `body` into a new inode of `c`, record by record. Small bodies (up to
+    /// `BATCH` records) touch no metadata here: their extents and inode are recorded by the
+    /// caller's transaction ([`Txn::adopt`]); larger ones are tracked in the WRITING table
+    /// while they stream, so a crash frees them.
     pub(crate) fn stream_inode(
         &self,
         c: &ContainerRecord,
         eff: &Effective,
         body: &mut dyn Read,
         quota_room: Option<u64>,
-    ) -> Result<(u64, u64, u64, [u8; 16]), VdeError> {
+    ) -> Result<Streamed, VdeError> {
         let inode = self.next_inode()?;
         let rs = c.record_size;
-        let (_, _) = self.txn(|t| {
-            t.tx.open_table(WRITING)?.insert(inode, now_secs())?;
-            t.put_inode(
-                inode,
-                &InodeRecord {
-                    kind: INODE_OBJECT,
-                    refs: 0,
-                    container: c.id,
-                    size: 0,
-                    stored: 0,
-                    record_size: rs,
-                },
-            )
-        })?;
-        let r = (|| -> Result<(u64, u64, [u8; 16]), VdeError> {
+        let mut st = Streamed {
+            inode,
+            size: 0,
+            stored: 0,
+            md5: [0; 16],
+            pending: Vec::new(),
+            created: false,
+            container: c.id,
+            record_size: rs,
+        };
+        let mut buf = STREAM_BUF.with(std::cell::Cell::take);
+        buf.resize(rs as usize, 0);
+        let r = (|| -> Result<(), VdeError> {
             let mut md5 = Md5::new();
-            let mut buf = vec![0u8; rs as usize];
-            let mut off = 0u64;
-            let mut stored = 0u64;
-            let mut pending: Vec<(u64, ExtentRecord)> = Vec::new();
             loop {
                 let n = read_full(body, &mut buf)?;
                 if n == 0 {
                     break;
                 }
                 md5.update(&buf[..n]);
-                if quota_room.is_some_and(|room| off + n as u64 > room) {
+                if quota_room.is_some_and(|room| st.size + n as u64 > room) {
                     return Err(VdeError::QuotaExceeded(format!(
-                        "container quota reached after {off} bytes of this object"
+                        "container quota reached after {} bytes of this object",
+                        st.size
                     )));
                 }
                 let e = self.write_record(
                     &buf[..n],
                     c.id,
                     inode,
-                    off,
+                    st.size,
                     eff.compression.value,
                     eff.encryption.value,
                 )?;
-                stored += u64::from(e.stored_len);
-                pending.push((off, e));
-                off += n as u64;
-                if pending.len() >= BATCH {
-                    self.commit_extents(inode, &mut pending, off, stored)?;
+                st.stored += u64::from(e.stored_len);
+                st.pending.push((st.size, e));
+                st.size += n as u64;
+                if st.pending.len() >= BATCH {
+                    if !st.created {
+                        self.txn(|t| {
+                            t.tx.open_table(WRITING)?.insert(inode, now_secs())?;
+                            t.put_inode(inode, &st.record(0))
+                        })?;
+                        st.created = true;
+                    }
+                    self.commit_extents(inode, &mut st.pending, st.size, st.stored)?;
                 }
                 if n < buf.len() {
                     break;
                 }
             }
-            self.commit_extents(inode, &mut pending, off, stored)?;
-            Ok((off, stored, md5.finalize().into()))
+            if st.created {
+                self.commit_extents(inode, &mut st.pending, st.size, st.stored)?;
+            }
+            st.md5 = md5.finalize().into();
+            Ok(())
         })();
+        STREAM_BUF.with(|b| b.set(buf));
         match r {
-            Ok((size, stored, md5)) => Ok((inode, size, stored, md5)),
+            Ok(()) => Ok(st),
             Err(e) => {
-                self.abandon_inode(inode);
+                self.abandon(&st);
                 Err(e)
             }
         }
@@ -592,12 +652,21 @@ impl Inner {
         Ok(())
     }
 
+    /// A streamed inode that will not be linked: freed if it reached the metadata (extents
+    /// that did not are unreferenced space the cleaner reclaims).
+    pub(crate) fn abandon(&self, s: &Streamed) {
+        if s.created {
+            self.abandon_inode(s.inode);
+        }
+    }
+
     /// A write that failed half-way: its inode is freed.
     pub(crate) fn abandon_inode(&self, inode: u64) {
         let r = self.txn(|t| {
             t.tx.open_table(WRITING)?.remove(inode)?;
             t.tx.open_table(records::FREE_QUEUE)?
                 .insert(inode, now_secs())?;
+            t.queued_free = true;
             Ok(())
         });
         if let Err(e) = r.and_then(|_| self.drain_free_queue()) {
@@ -647,42 +716,43 @@ impl Inner {
             .quota_bytes
             .value
             .map(|q| q.saturating_sub(c.logical_bytes));
-        let (inode, size, stored, md5) = self.stream_inode(&c, &eff, body, room)?;
+        let st = self.stream_inode(&c, &eff, body, room)?;
         if let Some(want) = opts.content_md5
-            && want != md5
+            && want != st.md5
         {
-            self.abandon_inode(inode);
+            self.abandon(&st);
             return Err(VdeError::Invalid(format!(
                 "BadDigest: the body's MD5 is {} but Content-MD5 says {}",
-                md5_hex(&md5),
+                md5_hex(&st.md5),
                 md5_hex(&want)
             )));
         }
-        let etag = format!("\"{}\"", md5_hex(&md5));
-        let rec = self.new_version(
-            &eff,
-            opts,
-            etag,
-            content_type,
-            opts.user_meta.clone(),
-            size,
-            vec![(inode, size)],
-        )?;
-        let r = self.txn(|t| {
-            t.tx.open_table(WRITING)?.remove(inode)?;
-            let mut i = t.inode(inode)?;
-            i.refs = 1;
-            t.put_inode(inode, &i)?;
-            t.link_version(cname, key, &rec, stored, &eff)
-        });
+        let etag = format!("\"{}\"", md5_hex(&st.md5));
+        let r = self
+            .new_version(
+                &eff,
+                opts,
+                etag,
+                content_type,
+                opts.user_meta.clone(),
+                st.size,
+                vec![(st.inode, st.size)],
+            )
+            .and_then(|rec| {
+                self.txn(|t| {
+                    t.adopt(&st)?;
+                    t.link_version(cname, key, &rec, st.stored, &eff)
+                })
+                .map(|((), txg)| (rec, txg))
+            });
         match r {
-            Ok(((), txg)) => {
+            Ok((rec, txg)) => {
                 self.sync(txg)?;
                 self.drain_free_queue()?;
                 Ok(info_of(key, txg, &rec))
             }
             Err(e) => {
-                self.abandon_inode(inode);
+                self.abandon(&st);
                 Err(e)
             }
         }
@@ -1173,9 +1243,10 @@ impl Inner {
             .quota_bytes
             .value
             .map(|q| q.saturating_sub(c.logical_bytes));
-        let (inode, size, _stored, md5) = self.stream_inode(&c, &eff, body, room)?;
+        let st = self.stream_inode(&c, &eff, body, room)?;
+        let (inode, size, md5) = (st.inode, st.size, st.md5);
         if content_md5.is_some_and(|m| m != md5) {
-            self.abandon_inode(inode);
+            self.abandon(&st);
             return Err(VdeError::Invalid(
                 "BadDigest: the part's MD5 does not match Content-MD5".into(),
             ));
@@ -1190,10 +1261,7 @@ impl Inner {
             if t.tx.open_table(UPLOADS)?.get((c.id, upload_id))?.is_none() {
                 return Err(VdeError::NoSuchUpload(upload_id.to_owned()));
             }
-            t.tx.open_table(WRITING)?.remove(inode)?;
-            let mut i = t.inode(inode)?;
-            i.refs = 1;
-            t.put_inode(inode, &i)?;
+            t.adopt(&st)?;
             let old =
                 t.tx.open_table(PARTS)?
                     .insert((c.id, upload_id, number), part.encode().as_slice())?
@@ -1211,7 +1279,7 @@ impl Inner {
                 Ok(PartInfo { number, size, etag })
             }
             Err(e) => {
-                self.abandon_inode(inode);
+                self.abandon(&st);
                 Err(e)
             }
         }
@@ -1585,9 +1653,10 @@ impl ObjectReader {
                 .ok_or_else(|| {
                     VdeError::Corrupt(format!("inode {inode} has no extent at {rec_off}"))
                 })?;
-            let plain = self
-                .inner
-                .read_record(&e, cid, inode, rec_off, self.verify)?;
+            // The previous record's buffer is reused: no allocation per record.
+            let mut plain = self.cache.take().map(|c| c.2).unwrap_or_default();
+            self.inner
+                .read_record(&e, cid, inode, rec_off, self.verify, &mut plain)?;
             self.cache = Some((inode, rec_off, plain));
         }
         let plain = self.cache.as_ref().map(|c| &c.2[..]).unwrap_or(&[]);

@@ -123,6 +123,7 @@ impl Volume {
         let rx = self.inner.db.begin_read()?;
         let t = rx.open_table(EXTENTS)?;
         let mut pos = 0usize;
+        let mut plain = Vec::new();
         while pos < buf.len() {
             let abs = off + pos as u64;
             let blk = abs / self.rs * self.rs;
@@ -135,12 +136,13 @@ impl Volume {
             match ext {
                 None => buf[pos..pos + n].fill(0),
                 Some(e) => {
-                    let plain = self.inner.read_record(
+                    self.inner.read_record(
                         &e,
                         self.cid,
                         self.inode,
                         blk,
                         self.eff.verify_checksums.value,
+                        &mut plain,
                     )?;
                     let have = plain.len().saturating_sub(within).min(n);
                     buf[pos..pos + have].copy_from_slice(&plain[within..within + have]);

@@ -11,6 +11,9 @@
 //! parity or copies) per second over the raw aggregate write rate. Reads are logical bytes per
 //! second over the raw aggregate read rate.
 
+// Rates and ratios are floating point; byte counts here are far below 2^52.
+#![allow(clippy::cast_precision_loss)]
+
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;

@@ -1,11 +1,13 @@
 //! A whole connection over an in-memory duplex stream against a MemoryExport.
 //!
-//! Even first byte: the rest is the raw client byte stream. Odd: the rest describes a
-//! well-formed negotiation followed by requests (many of them hostile); the harness then
-//! parses the server's replies and checks them against a model of the export: reads beyond
-//! the end never succeed, successful reads return exactly what accepted writes left there,
-//! and refused requests change nothing. In both modes the export records any access outside
-//! its size (the server must have refused it) and nothing may panic.
+//! Even first byte: the rest is the raw client byte stream (with first byte % 4 == 2, every
+//! request runs on the server's I/O threads). Odd: the rest describes a well-formed
+//! negotiation followed by requests (many of them hostile); the harness then parses the
+//! server's replies and checks them against a model of the export: reads beyond the end
+//! never succeed, successful reads return exactly what accepted writes left there, and
+//! refused requests change nothing (all requests run inline, hence in order). In both modes
+//! the export records any access outside its size (the server must have refused it) and
+//! nothing may panic.
 #![no_main]
 
 use std::collections::HashMap;
@@ -13,7 +15,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, OnceLock};
 
 use dw_nbd::proto::{self, RequestHeader, cmd, cmd_flag, info, opt};
-use dw_nbd::{BlockExport, ExportError, MemoryExport, NbdServer, ServerConfig, StaticCatalog};
+use dw_nbd::{
+    BlockExport, ExportCatalog, ExportError, ExportInfo, MemoryExport, NbdServer, ServerConfig,
+};
 use libfuzzer_sys::fuzz_target;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -26,6 +30,8 @@ const MAX_REQUEST: u32 = 128 * 1024;
 struct Checked {
     inner: MemoryExport,
     violation: AtomicBool,
+    /// 0 sends every request through the server's I/O threads.
+    inline: u32,
 }
 
 impl Checked {
@@ -47,7 +53,7 @@ impl BlockExport for Checked {
         true
     }
     fn inline_io_limit(&self) -> u32 {
-        256 * 1024
+        self.inline
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
         self.check(offset, buf.len() as u64);
@@ -86,22 +92,44 @@ fn runtime() -> &'static tokio::runtime::Runtime {
     })
 }
 
+/// Serves whichever export the current run installed, so one server (and one set of I/O
+/// threads) lives for the whole fuzzing process.
+#[derive(Default)]
+struct CurrentExport(std::sync::Mutex<Option<Arc<Checked>>>);
+
+impl ExportCatalog for CurrentExport {
+    fn list(&self) -> Vec<ExportInfo> {
+        vec![ExportInfo {
+            name: "vol".into(),
+            description: "fuzz".into(),
+        }]
+    }
+    fn open(&self, name: &str) -> Option<Arc<dyn BlockExport>> {
+        let current = self.0.lock().unwrap().clone()?;
+        (name.is_empty() || name == "vol").then_some(current as Arc<dyn BlockExport>)
+    }
+}
+
+fn server() -> &'static (Arc<CurrentExport>, NbdServer) {
+    static SERVER: OnceLock<(Arc<CurrentExport>, NbdServer)> = OnceLock::new();
+    SERVER.get_or_init(|| {
+        let catalog = Arc::new(CurrentExport::default());
+        let config = ServerConfig {
+            max_request_bytes: MAX_REQUEST,
+            ..Default::default()
+        };
+        let server =
+            NbdServer::new(Arc::clone(&catalog) as Arc<dyn ExportCatalog>, config).unwrap();
+        (catalog, server)
+    })
+}
+
 /// Runs one connection with `script` as everything the client sends; returns what the
 /// server sent.
 fn run(script: &[u8], export: Arc<Checked>) -> Vec<u8> {
-    let catalog = Arc::new(
-        StaticCatalog::new()
-            .with_export("vol", "fuzz", export)
-            .with_default("vol"),
-    );
-    let server = NbdServer::new(
-        catalog,
-        ServerConfig {
-            max_request_bytes: MAX_REQUEST,
-            ..Default::default()
-        },
-    )
-    .unwrap();
+    let (catalog, server) = server();
+    *catalog.0.lock().unwrap() = Some(export);
+    let server = server.clone();
     runtime().block_on(async move {
         let (client, server_side) = tokio::io::duplex(64 * 1024);
         let task = tokio::spawn(async move { server.serve_connection(server_side, "fuzz").await });
@@ -234,6 +262,9 @@ fn structured(mut input: Bytes<'_>) {
     let export = Arc::new(Checked {
         inner: MemoryExport::new(SIZE).unwrap(),
         violation: AtomicBool::new(false),
+        // Everything inline keeps the execution order equal to the request order, which
+        // the model below relies on.
+        inline: 256 * 1024,
     });
     let out = run(&script, Arc::clone(&export));
     assert!(
@@ -315,6 +346,8 @@ fuzz_target!(|data: &[u8]| {
         let export = Arc::new(Checked {
             inner: MemoryExport::new(SIZE).unwrap(),
             violation: AtomicBool::new(false),
+            // Half of the raw inputs run every request on the I/O threads.
+            inline: if mode % 4 == 0 { 256 * 1024 } else { 0 },
         });
         let _ = run(rest, Arc::clone(&export));
         assert!(

@@ -367,6 +367,31 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Client<S> {
         handle
     }
 
+    /// Sends several payload-less requests in a single write, so the server sees them
+    /// arrive together; returns their handles.
+    pub async fn send_batch(&mut self, requests: &[(u16, u16, u64, u32)]) -> Vec<u64> {
+        let mut bytes = Vec::new();
+        let mut handles = Vec::new();
+        for &(command, flags, offset, length) in requests {
+            let handle = self.next_handle;
+            self.next_handle += 1;
+            if command == cmd::READ {
+                self.pending_reads
+                    .insert(handle, usize::try_from(length).unwrap());
+            }
+            bytes.extend_from_slice(&proto::encode_request_header(&RequestHeader {
+                flags,
+                command,
+                handle,
+                offset,
+                length,
+            }));
+            handles.push(handle);
+        }
+        self.s.write_all(&bytes).await.unwrap();
+        handles
+    }
+
     /// Reads one reply (with data if it answers a successful read).
     pub async fn reply(&mut self) -> std::io::Result<Reply> {
         let mut h = [0u8; proto::SIMPLE_REPLY_LEN];

@@ -34,7 +34,7 @@ impl Rig {
     }
 
     /// Fault injectors over existing members.
-    pub fn over(mems: &[Arc<MemDev>], cfg: FaultConfig, domain: Option<Arc<PowerDomain>>) -> Self {
+    pub fn over(mems: &[Arc<MemDev>], cfg: FaultConfig, domain: Option<&Arc<PowerDomain>>) -> Self {
         let mut handles = Vec::new();
         let mut devs: Vec<Arc<dyn BlockDev>> = Vec::new();
         for (i, m) in mems.iter().enumerate() {
@@ -44,7 +44,7 @@ impl Rig {
                     seed: cfg.seed.wrapping_add(i as u64),
                     ..cfg
                 },
-                domain.clone(),
+                domain.cloned(),
             );
             handles.push(h);
             devs.push(Arc::new(d));

@@ -10,6 +10,9 @@ fuzz_target!(|data: &[u8]| {
     if data.len() >= 16 {
         let mut a = [0u8; 16];
         a.copy_from_slice(&data[..16]);
-        assert_eq!(dw_s3::parse::decode_content_md5(&dw_s3::parse::base64(&a)), Ok(a));
+        assert_eq!(
+            dw_s3::parse::decode_content_md5(&dw_s3::parse::base64(&a)),
+            Ok(a)
+        );
     }
 });

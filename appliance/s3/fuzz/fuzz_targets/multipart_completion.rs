@@ -12,7 +12,11 @@ fuzz_target!(|data: &[u8]| {
         .map(|c| PartInfo {
             part_number: u32::from(c[0]) % 20,
             etag: format!("{:032x}", c.get(1).copied().unwrap_or(0) % 4),
-            size: if c.get(2).copied().unwrap_or(0) % 2 == 0 { MIN_PART_SIZE } else { 1 },
+            size: if c.get(2).copied().unwrap_or(0) % 2 == 0 {
+                MIN_PART_SIZE
+            } else {
+                1
+            },
             last_modified: SystemTime::UNIX_EPOCH,
         })
         .collect();
