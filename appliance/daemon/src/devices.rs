@@ -1,0 +1,195 @@
+//! Opening drives, and refusing drives that hold data.
+//!
+//! A block device may be used only when discovery (`dw-probe`) says `available`: not mounted,
+//! no holders, no partition table, no known signature, readable. A regular file (the demo's
+//! file-backed drives, VDE image files) must hold no known signature either, unless it is new.
+//! `force` overrides the signature check, never the mounted/holders checks.
+
+use std::path::Path;
+use std::sync::Arc;
+
+use dw_blockdev::{BlockDev, DiskDev, DiskOptions};
+use dw_probe::signatures::{FileReader, detect};
+
+use crate::error::{OpError, OpResult};
+
+/// Parses `123`, `64K`, `10M`, `1G`, `2T` (binary units; `KiB` etc. also accepted).
+///
+/// # Errors
+/// A message when it is not a size.
+pub fn parse_size(s: &str) -> Result<u64, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
+    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1,
+        "k" | "kib" | "kb" => 1 << 10,
+        "m" | "mib" | "mb" => 1 << 20,
+        "g" | "gib" | "gb" => 1 << 30,
+        "t" | "tib" | "tb" => 1 << 40,
+        _ => return Err(format!("{s:?} has an unknown unit (K, M, G, T)")),
+    };
+    n.checked_mul(mult)
+        .ok_or_else(|| format!("{s:?} is too large"))
+}
+
+/// Opens a drive (block device with O_DIRECT and io_uring, or a file).
+///
+/// # Errors
+/// [`OpError::Invalid`] naming the device.
+pub fn open(path: &str) -> OpResult<Arc<dyn BlockDev>> {
+    let d = DiskDev::open(Path::new(path), DiskOptions::default())
+        .map_err(|e| OpError::Invalid(e.to_string()))?;
+    Ok(Arc::new(d))
+}
+
+/// Refuses a device that holds data (see the module doc). `ours_ok` accepts our own array
+/// signature (adding a former member back as a spare is an explicit administrator act).
+///
+/// # Errors
+/// [`OpError::Conflict`] with every reason.
+pub fn check_unused(path: &str, force: bool) -> OpResult<()> {
+    let meta =
+        std::fs::metadata(path).map_err(|e| OpError::Invalid(format!("cannot use {path}: {e}")))?;
+    use std::os::unix::fs::FileTypeExt;
+    if meta.file_type().is_block_device() {
+        let canon = std::fs::canonicalize(path)
+            .map_err(|e| OpError::Invalid(format!("cannot resolve {path}: {e}")))?;
+        let inv = dw_probe::probe(&dw_probe::ProbeConfig::system());
+        let dev = inv
+            .devices
+            .iter()
+            .find(|d| Path::new(&d.path) == canon || d.by_id.iter().any(|l| Path::new(l) == Path::new(path)))
+            .ok_or_else(|| {
+                OpError::Invalid(format!(
+                    "{path} is not a whole disk discovery knows (partitions and unknown devices cannot be used)"
+                ))
+            })?;
+        if dev.verdict == dw_probe::Verdict::Available {
+            return Ok(());
+        }
+        let hard = dev.reasons.iter().any(|r| {
+            matches!(
+                r.code,
+                dw_probe::ReasonCode::Mounted
+                    | dw_probe::ReasonCode::Holders
+                    | dw_probe::ReasonCode::Swap
+                    | dw_probe::ReasonCode::PartitionInUse
+            )
+        });
+        let why = dev
+            .reasons
+            .iter()
+            .map(|r| format!("{:?}: {}", r.code, r.detail))
+            .collect::<Vec<_>>()
+            .join("; ");
+        if force && !hard {
+            tracing::warn!("{path}: using it despite discovery's verdict (force): {why}");
+            return Ok(());
+        }
+        return Err(OpError::Conflict(format!(
+            "{path} is not available: {why}{}",
+            if hard {
+                ""
+            } else {
+                " (pass force to overwrite it)"
+            }
+        )));
+    }
+    if !meta.is_file() {
+        return Err(OpError::Invalid(format!(
+            "{path} is neither a block device nor a regular file"
+        )));
+    }
+    let f = std::fs::File::open(path)
+        .map_err(|e| OpError::Invalid(format!("cannot open {path}: {e}")))?;
+    let found = detect(&FileReader::new(f, meta.len()));
+    if found.signatures.is_empty() && found.failures.is_empty() {
+        return Ok(());
+    }
+    let mut why: Vec<String> = found
+        .signatures
+        .iter()
+        .map(|s| format!("{:?} signature", s.kind))
+        .collect();
+    why.extend(found.failures.iter().map(|f| format!("unreadable: {f:?}")));
+    if force {
+        tracing::warn!("{path}: overwriting ({})", why.join("; "));
+        return Ok(());
+    }
+    Err(OpError::Conflict(format!(
+        "{path} holds data ({}): pass force to overwrite it",
+        why.join("; ")
+    )))
+}
+
+/// Creates (or extends) a sparse file of `size` bytes, for file-backed drives and VDE images.
+///
+/// # Errors
+/// [`OpError::Invalid`].
+pub fn create_file(path: &Path, size: u64) -> OpResult<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| OpError::Invalid(format!("cannot create {}: {e}", dir.display())))?;
+    }
+    let f = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(path)
+        .map_err(|e| OpError::Invalid(format!("cannot create {}: {e}", path.display())))?;
+    let len = f
+        .metadata()
+        .map_err(|e| OpError::Invalid(e.to_string()))?
+        .len();
+    if len < size {
+        f.set_len(size)
+            .map_err(|e| OpError::Invalid(format!("cannot size {}: {e}", path.display())))?;
+    }
+    Ok(())
+}
+
+/// The size of a device or file.
+///
+/// # Errors
+/// [`OpError::Invalid`].
+pub fn size_of(path: &str) -> OpResult<u64> {
+    Ok(open(path)?.info().size)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes() {
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert_eq!(parse_size("64K").unwrap(), 65536);
+        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
+        assert_eq!(parse_size(" 2 T").unwrap(), 2 << 40);
+        assert!(parse_size("x").is_err());
+        assert!(parse_size("5Q").is_err());
+        assert!(parse_size("99999999999T").is_err());
+    }
+
+    #[test]
+    fn files_with_data_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let blank = dir.path().join("blank");
+        create_file(&blank, 64 << 20).unwrap();
+        check_unused(blank.to_str().unwrap(), false).unwrap();
+        // An ext4 superblock magic at 1080.
+        let ext4 = dir.path().join("ext4");
+        create_file(&ext4, 64 << 20).unwrap();
+        {
+            use std::os::unix::fs::FileExt;
+            let f = std::fs::OpenOptions::new().write(true).open(&ext4).unwrap();
+            f.write_all_at(&[0x53, 0xEF], 1080).unwrap();
+        }
+        let e = check_unused(ext4.to_str().unwrap(), false).unwrap_err();
+        assert!(matches!(e, OpError::Conflict(_)), "{e}");
+        check_unused(ext4.to_str().unwrap(), true).unwrap();
+        assert!(check_unused("/nonexistent/x", false).is_err());
+    }
+}
