@@ -1201,8 +1201,7 @@ impl Appliance {
                 profile: Some(profile),
                 ..dw_vde::Policy::default()
             },
-            metadata_bytes: None,
-            log_bytes: None,
+            ..FormatOptions::default()
         };
         let vde = Vde::format(Arc::clone(&backing), &vdekeys::vde_key(&mk, 0), &opts)?;
         let uuid = vde.uuid();

@@ -36,12 +36,93 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
 
 /// Opens a drive (block device with O_DIRECT and io_uring, or a file).
 ///
+/// With `DW_TEST_FAULT_MARKERS=1` in the environment (tests only, see docs/DAEMON.md) the
+/// drive fails like a pulled disk while a file `<path>.fail` exists.
+///
 /// # Errors
 /// [`OpError::Invalid`] naming the device.
 pub fn open(path: &str) -> OpResult<Arc<dyn BlockDev>> {
     let d = DiskDev::open(Path::new(path), DiskOptions::default())
         .map_err(|e| OpError::Invalid(e.to_string()))?;
+    if std::env::var("DW_TEST_FAULT_MARKERS").is_ok_and(|v| v == "1") {
+        return Ok(Arc::new(markers::MarkerFaultDev::new(Arc::new(d), path)));
+    }
     Ok(Arc::new(d))
+}
+
+/// The test hook behind `DW_TEST_FAULT_MARKERS`: a drive that fails while a marker file exists.
+mod markers {
+    use std::path::PathBuf;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, Once};
+    use std::time::Duration;
+
+    use dw_blockdev::{BlockDev, DevInfo, IoError};
+    use parking_lot::Mutex;
+
+    static WATCHED: Mutex<Vec<(PathBuf, Arc<AtomicBool>)>> = Mutex::new(Vec::new());
+    static POLLER: Once = Once::new();
+
+    /// A drive failing while `<path>.fail` exists (polled every 100 ms).
+    #[derive(Debug)]
+    pub struct MarkerFaultDev {
+        inner: Arc<dyn BlockDev>,
+        failed: Arc<AtomicBool>,
+    }
+
+    impl MarkerFaultDev {
+        pub fn new(inner: Arc<dyn BlockDev>, path: &str) -> Self {
+            let failed = Arc::new(AtomicBool::new(false));
+            WATCHED
+                .lock()
+                .push((PathBuf::from(format!("{path}.fail")), Arc::clone(&failed)));
+            POLLER.call_once(|| {
+                let _ = std::thread::Builder::new()
+                    .name("fault-markers".into())
+                    .spawn(|| {
+                        loop {
+                            for (p, f) in WATCHED.lock().iter() {
+                                f.store(p.exists(), Ordering::Relaxed);
+                            }
+                            std::thread::sleep(Duration::from_millis(100));
+                        }
+                    });
+            });
+            Self { inner, failed }
+        }
+
+        fn check(&self) -> Result<(), IoError> {
+            if self.failed.load(Ordering::Relaxed) {
+                return Err(IoError::DeviceFailed {
+                    dev: self.inner.info().id.clone(),
+                    reason: "test fault marker present".into(),
+                });
+            }
+            Ok(())
+        }
+    }
+
+    impl BlockDev for MarkerFaultDev {
+        fn info(&self) -> &DevInfo {
+            self.inner.info()
+        }
+        fn read_at(&self, buf: &mut [u8], offset: u64) -> Result<(), IoError> {
+            self.check()?;
+            self.inner.read_at(buf, offset)
+        }
+        fn write_at(&self, buf: &[u8], offset: u64) -> Result<(), IoError> {
+            self.check()?;
+            self.inner.write_at(buf, offset)
+        }
+        fn flush(&self) -> Result<(), IoError> {
+            self.check()?;
+            self.inner.flush()
+        }
+        fn discard(&self, offset: u64, len: u64) -> Result<(), IoError> {
+            self.check()?;
+            self.inner.discard(offset, len)
+        }
+    }
 }
 
 /// Refuses a device that holds data (see the module doc). `ours_ok` accepts our own array
