@@ -149,7 +149,7 @@
             pkgs.util-linux
           ];
 
-          # Every binary of the workspace in one derivation: result/bin/{dw-probe, dw-keyd, ...}.
+          # Every binary of the workspace in one derivation: result/bin/{dwd, dw, dw-probe, dw-keyd, ...}.
           # Dependencies are vendored from Cargo.lock (one fixed-output fetch per crate, no
           # hash to maintain: there are no git dependencies).
           datawarehouse = rustPlatform.buildRustPackage {
@@ -166,8 +166,7 @@
               description = "DataWarehouse storage appliance binaries";
               license = lib.licenses.asl20;
               platforms = lib.platforms.linux;
-              # Switch to "dw" once the CLI crate exists.
-              mainProgram = "dw-probe";
+              mainProgram = "dw";
             };
           };
 

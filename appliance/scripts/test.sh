@@ -23,5 +23,8 @@ echo "parsed $(echo "$nix_files" | grep -c . || true) nix files"
 log "cargo clippy (warnings are errors)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
+log "cargo build (binaries the end-to-end tests run: dwd, dw, dw-probe, ...)"
+cargo build --workspace --bins --locked
+
 log "cargo test"
 cargo test --workspace --locked

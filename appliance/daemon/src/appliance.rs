@@ -872,6 +872,20 @@ impl Appliance {
             .iter()
             .map(|p| devices::open(p))
             .collect::<OpResult<Vec<_>>>()?;
+        // RAID-Z: the mirrored small-write region holds the VDE's metadata and intent log.
+        // 3 % (the array's default) is plenty on real drives; on small ones it is raised so
+        // the region has at least 64 MiB (at most a quarter of the array).
+        let small_write_percent = if level.is_z() {
+            let smallest = members.iter().map(|d| d.info().size).min().unwrap_or(0);
+            let data_cols = u64::try_from(members.len().saturating_sub(level.parity()))
+                .unwrap_or(1)
+                .max(1);
+            let usable = smallest.saturating_mul(data_cols).max(1);
+            let want = (64u64 << 20).saturating_mul(100).div_ceil(usable);
+            u32::try_from(want.clamp(3, 25)).unwrap_or(25)
+        } else {
+            0
+        };
         let spec = CreateSpec {
             level,
             name: req.name.clone(),
@@ -879,7 +893,7 @@ impl Appliance {
             copies: req
                 .copies
                 .map_or(0, |c| usize::try_from(c).unwrap_or(usize::MAX)),
-            small_write_percent: 0,
+            small_write_percent,
         };
         let array = Array::create(&members, &spares, &spec)?;
         array.set_auto_rebuild(self.cfg.arrays.auto_rebuild);

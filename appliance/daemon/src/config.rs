@@ -225,8 +225,6 @@ pub struct ScheduleSection {
     pub predictive_replace: bool,
     /// Snapshots whose name starts with `auto-` older than this many days are deleted (0: keep).
     pub snapshot_retention_days: u32,
-    /// Seconds between metric refreshes of capacity and array state.
-    pub metrics_refresh_secs: u64,
 }
 
 impl Default for ScheduleSection {
@@ -236,7 +234,6 @@ impl Default for ScheduleSection {
             health_poll_secs: 300,
             predictive_replace: true,
             snapshot_retention_days: 0,
-            metrics_refresh_secs: 15,
         }
     }
 }
@@ -317,10 +314,6 @@ impl Config {
             ),
             ("s3.max_connections", self.s3.max_connections as u64),
             ("nbd.max_connections", self.nbd.max_connections as u64),
-            (
-                "schedule.metrics_refresh_secs",
-                self.schedule.metrics_refresh_secs,
-            ),
         ];
         for (key, v) in nonzero {
             if v == 0 {
