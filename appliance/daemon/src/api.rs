@@ -91,10 +91,10 @@ impl IntoResponse for ApiError {
             }),
         )
             .into_response();
-        if let Some(s) = self.retry_after {
-            if let Ok(v) = HeaderValue::from_str(&s.to_string()) {
-                r.headers_mut().insert(header::RETRY_AFTER, v);
-            }
+        if let Some(s) = self.retry_after
+            && let Ok(v) = HeaderValue::from_str(&s.to_string())
+        {
+            r.headers_mut().insert(header::RETRY_AFTER, v);
         }
         if self.status == StatusCode::UNAUTHORIZED {
             r.headers_mut()
@@ -267,32 +267,23 @@ async fn events(
 ) -> Sse<impl Stream<Item = Result<SseEvent, Infallible>>> {
     let rx = app.events.subscribe();
     let stream = futures::stream::unfold(rx, |mut rx| async move {
-        loop {
-            match rx.recv().await {
-                Ok(ev) => {
-                    let data = serde_json::to_string(&ev).unwrap_or_default();
-                    return Some((
-                        Ok(SseEvent::default().event(ev.kind.clone()).data(data)),
-                        rx,
-                    ));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
-                    let ev = dw_api::types::Event {
-                        seq: 0,
-                        time: crate::util::now_secs(),
-                        kind: "alert".into(),
-                        level: "warning".into(),
-                        message: format!(
-                            "{n} events were dropped because this client was too slow"
-                        ),
-                        data: serde_json::Value::Null,
-                    };
-                    let data = serde_json::to_string(&ev).unwrap_or_default();
-                    return Some((Ok(SseEvent::default().event("alert").data(data)), rx));
-                }
-                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
-            }
-        }
+        let ev = match rx.recv().await {
+            Ok(ev) => ev,
+            Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => dw_api::types::Event {
+                seq: 0,
+                time: crate::util::now_secs(),
+                kind: "alert".into(),
+                level: "warning".into(),
+                message: format!("{n} events were dropped because this client was too slow"),
+                data: serde_json::Value::Null,
+            },
+            Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+        };
+        let data = serde_json::to_string(&ev).unwrap_or_default();
+        Some((
+            Ok(SseEvent::default().event(ev.kind.clone()).data(data)),
+            rx,
+        ))
     });
     Sse::new(stream).keep_alive(KeepAlive::default())
 }

@@ -334,7 +334,7 @@ impl Appliance {
             };
             let state = match app.backing_of(&rec.backing) {
                 Err(e) => VdeState::Unavailable(e.to_string()),
-                Ok(b) => app.auto_unlock(uuid, &rec.name, b),
+                Ok(b) => app.auto_unlock(uuid, &rec.name, &b),
             };
             app.reg.write().vdes.insert(uuid, VdeEntry { rec, state });
         }
@@ -432,7 +432,7 @@ impl Appliance {
     }
 
     /// Boot unlock: the configured automatic slots, then a passphrase file if configured.
-    fn auto_unlock(&self, uuid: Uuid, name: &str, backing: Arc<dyn Backing>) -> VdeState {
+    fn auto_unlock(&self, uuid: Uuid, name: &str, backing: &Arc<dyn Backing>) -> VdeState {
         let passphrase = self
             .cfg
             .unlock
@@ -440,7 +440,7 @@ impl Appliance {
             .as_ref()
             .and_then(|p| std::fs::read_to_string(self.cfg.in_state(p)).ok())
             .map(|s| s.trim().to_owned());
-        match self.try_unlock(uuid, name, &backing, passphrase.as_deref(), None) {
+        match self.try_unlock(uuid, name, backing, passphrase.as_deref(), None) {
             Ok((open, attempts)) => {
                 for a in attempts {
                     tracing::warn!("VDE {name}: {a}");
@@ -582,10 +582,10 @@ impl Appliance {
 
     fn find_array(&self, id: &str) -> OpResult<Uuid> {
         let reg = self.reg.read();
-        if let Ok(u) = id.parse::<Uuid>() {
-            if reg.arrays.contains_key(&u) {
-                return Ok(u);
-            }
+        if let Ok(u) = id.parse::<Uuid>()
+            && reg.arrays.contains_key(&u)
+        {
+            return Ok(u);
         }
         reg.arrays
             .iter()
@@ -609,10 +609,10 @@ impl Appliance {
 
     fn find_vde(&self, id: &str) -> OpResult<Uuid> {
         let reg = self.reg.read();
-        if let Ok(u) = id.parse::<Uuid>() {
-            if reg.vdes.contains_key(&u) {
-                return Ok(u);
-            }
+        if let Ok(u) = id.parse::<Uuid>()
+            && reg.vdes.contains_key(&u)
+        {
+            return Ok(u);
         }
         reg.vdes
             .iter()
@@ -794,10 +794,10 @@ impl Appliance {
         if devices.is_empty() {
             let inv = dw_probe::probe(&dw_probe::ProbeConfig::system());
             for d in inv.devices {
-                if d.verdict == dw_probe::Verdict::Available {
-                    if let Some(size) = d.size_bytes {
-                        drives.push(dw_raid::plan::Drive { id: d.path, size });
-                    }
+                if d.verdict == dw_probe::Verdict::Available
+                    && let Some(size) = d.size_bytes
+                {
+                    drives.push(dw_raid::plan::Drive { id: d.path, size });
                 }
             }
         } else {

@@ -158,6 +158,7 @@ fn write_private(path: &Path, data: &[u8]) -> anyhow::Result<()> {
     Ok(())
 }
 
+#[allow(clippy::needless_pass_by_value)] // used as `map_err(err)`
 fn err(e: crate::error::OpError) -> anyhow::Error {
     anyhow::anyhow!("{e}")
 }

@@ -186,7 +186,9 @@ pub fn check_unused(path: &str, force: bool) -> OpResult<()> {
     let f = std::fs::File::open(path)
         .map_err(|e| OpError::Invalid(format!("cannot open {path}: {e}")))?;
     let found = detect(&FileReader::new(f, meta.len()));
-    if found.signatures.is_empty() && found.failures.is_empty() {
+    // Any data counts, recognised or not: a file that is not blank could be anything (a
+    // database, someone's document), and overwriting it must be an explicit decision.
+    if found.signatures.is_empty() && found.failures.is_empty() && found.nonzero_bytes == 0 {
         return Ok(());
     }
     let mut why: Vec<String> = found
@@ -194,6 +196,12 @@ pub fn check_unused(path: &str, force: bool) -> OpResult<()> {
         .iter()
         .map(|s| format!("{:?} signature", s.kind))
         .collect();
+    if why.is_empty() && found.nonzero_bytes > 0 {
+        why.push(format!(
+            "unrecognised data ({} non-zero bytes in the regions checked)",
+            found.nonzero_bytes
+        ));
+    }
     why.extend(found.failures.iter().map(|f| format!("unreadable: {f:?}")));
     if force {
         tracing::warn!("{path}: overwriting ({})", why.join("; "));
@@ -271,6 +279,11 @@ mod tests {
         let e = check_unused(ext4.to_str().unwrap(), false).unwrap_err();
         assert!(matches!(e, OpError::Conflict(_)), "{e}");
         check_unused(ext4.to_str().unwrap(), true).unwrap();
+        // Data nobody recognises is data too.
+        let text = dir.path().join("notes.txt");
+        std::fs::write(&text, b"my thesis, chapter one").unwrap();
+        let e = check_unused(text.to_str().unwrap(), false).unwrap_err();
+        assert!(e.to_string().contains("unrecognised"), "{e}");
         assert!(check_unused("/nonexistent/x", false).is_err());
     }
 }

@@ -102,7 +102,7 @@ impl BlockExport for VolumeExport {
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), ExportError> {
         let bs = self.vol.block_size().max(1);
         let len = u64::try_from(data.len()).unwrap_or(u64::MAX);
-        let aligned = offset % bs == 0 && len % bs == 0;
+        let aligned = offset.is_multiple_of(bs) && len % bs == 0;
         if aligned {
             self.run(|v| v.write_at(data, offset))?;
         } else {

@@ -480,10 +480,10 @@ impl ObjectStore for VdeStore {
         })?;
         if opts.retention.is_some() || opts.legal_hold {
             let mut m = self.upload_opts.lock();
-            if m.len() >= MAX_PENDING_UPLOAD_OPTS {
-                if let Some(k) = m.keys().next().cloned() {
-                    m.remove(&k);
-                }
+            if m.len() >= MAX_PENDING_UPLOAD_OPTS
+                && let Some(k) = m.keys().next().cloned()
+            {
+                m.remove(&k);
             }
             m.insert(u.upload_id.clone(), opts.clone());
         }

@@ -26,19 +26,18 @@ fn probe_health(paths: &[String]) -> HashMap<String, DriveHealth> {
     let mut out = HashMap::new();
     // Test hook (documented in docs/DAEMON.md): a JSON map of device path to verdict, so the
     // predictive path can be exercised with file-backed drives that have no SMART.
-    if let Some(p) = std::env::var_os("DW_TEST_HEALTH_FILE") {
-        if let Ok(text) = std::fs::read_to_string(p) {
-            if let Ok(map) = serde_json::from_str::<HashMap<String, String>>(&text) {
-                for (dev, v) in map {
-                    let code = match v.as_str() {
-                        "ok" => 0,
-                        "warning" => 1,
-                        "failing" => 2,
-                        _ => 3,
-                    };
-                    out.insert(dev, (code, None, format!("test hook: {v}")));
-                }
-            }
+    if let Some(p) = std::env::var_os("DW_TEST_HEALTH_FILE")
+        && let Ok(text) = std::fs::read_to_string(p)
+        && let Ok(map) = serde_json::from_str::<HashMap<String, String>>(&text)
+    {
+        for (dev, v) in map {
+            let code = match v.as_str() {
+                "ok" => 0,
+                "warning" => 1,
+                "failing" => 2,
+                _ => 3,
+            };
+            out.insert(dev, (code, None, format!("test hook: {v}")));
         }
     }
     let blocks: Vec<&String> = paths

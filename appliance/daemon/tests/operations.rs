@@ -24,7 +24,8 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 fn follow_events(socket: &str, secs: u64, want: impl Fn(&Value) -> bool) -> Option<Value> {
     let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
-    s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
     let deadline = Instant::now() + Duration::from_secs(secs);
     let mut r = BufReader::new(s);
     let mut line = String::new();
@@ -33,12 +34,11 @@ fn follow_events(socket: &str, secs: u64, want: impl Fn(&Value) -> bool) -> Opti
         if r.read_line(&mut line).unwrap_or(0) == 0 {
             return None;
         }
-        if let Some(data) = line.trim_end().strip_prefix("data:") {
-            if let Ok(v) = serde_json::from_str::<Value>(data.trim()) {
-                if want(&v) {
-                    return Some(v);
-                }
-            }
+        if let Some(data) = line.trim_end().strip_prefix("data:")
+            && let Ok(v) = serde_json::from_str::<Value>(data.trim())
+            && want(&v)
+        {
+            return Some(v);
         }
     }
     None
@@ -55,7 +55,14 @@ fn predictive_replacement_metrics_and_management() {
     std::fs::write(&health, "{}").unwrap();
     let d = Daemon::start(
         &dir,
-        &["--config", cfg.to_str().unwrap(), "--demo-drive-size", "128M", "--demo-volume-size", "32M"],
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--demo-drive-size",
+            "128M",
+            "--demo-volume-size",
+            "32M",
+        ],
         &[("DW_TEST_HEALTH_FILE", health.to_str().unwrap())],
     );
 
@@ -63,7 +70,16 @@ fn predictive_replacement_metrics_and_management() {
     let out = Command::new(env!("CARGO_BIN_EXE_dwd"))
         .args(["--demo", "--state-dir"])
         .arg(&dir)
-        .args(["--https-listen", "", "--s3-listen", "", "--nbd-listen", "", "--metrics-listen", ""])
+        .args([
+            "--https-listen",
+            "",
+            "--s3-listen",
+            "",
+            "--nbd-listen",
+            "",
+            "--metrics-listen",
+            "",
+        ])
         .output()
         .unwrap();
     assert!(!out.status.success());
@@ -79,7 +95,10 @@ fn predictive_replacement_metrics_and_management() {
                      "policy": {"profile": "strict", "retention": {"value": "0d:governance"}}})),
     );
     let spare = dir.join("drives/spare.img");
-    std::fs::File::create(&spare).unwrap().set_len(128 << 20).unwrap();
+    std::fs::File::create(&spare)
+        .unwrap()
+        .set_len(128 << 20)
+        .unwrap();
     d.api_ok(
         "POST",
         "/api/v1/arrays/demo/spares",
@@ -97,14 +116,19 @@ fn predictive_replacement_metrics_and_management() {
     std::thread::sleep(Duration::from_millis(300));
     let victim = dir.join("drives/drive1.img").display().to_string();
     std::fs::write(&health, json!({ victim.clone(): "failing" }).to_string()).unwrap();
-    let alert = watcher.join().unwrap().expect("no drive alert on the event stream");
+    let alert = watcher
+        .join()
+        .unwrap()
+        .expect("no drive alert on the event stream");
     assert_eq!(alert["level"], "error", "{alert}");
     wait_for("the spare to take over the failing drive", 120, || {
         let a = d.api_ok("GET", "/api/v1/arrays/demo", None);
         a["state"] == "healthy"
-            && a["members"].as_array().unwrap().iter().any(|m| {
-                m["device"].as_str() == spare.to_str() && m["state"] == "in_sync"
-            })
+            && a["members"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .any(|m| m["device"].as_str() == spare.to_str() && m["state"] == "in_sync")
             && !a["members"]
                 .as_array()
                 .unwrap()
@@ -116,7 +140,10 @@ fn predictive_replacement_metrics_and_management() {
     let (st, _) = d.api("GET", "/api/v1/containers/docs", None);
     assert_eq!(st, 200);
     let metrics_url = d.demo["metrics_url"].as_str().unwrap().to_owned();
-    let body = common::ok("curl metrics", Command::new("curl").args(["-sSf", &metrics_url]));
+    let body = common::ok(
+        "curl metrics",
+        Command::new("curl").args(["-sSf", &metrics_url]),
+    );
     for want in [
         format!("dw_drive_health{{device=\"{victim}\"}} 2"),
         "dw_array_state{array=\"demo\"} 0".to_owned(),
@@ -138,7 +165,10 @@ fn predictive_replacement_metrics_and_management() {
         .unwrap()
         .clone();
     assert_eq!(versioning["value"], "true", "{eff}");
-    assert!(versioning["source"].as_str().unwrap().contains("strict"), "{eff}");
+    assert!(
+        versioning["source"].as_str().unwrap().contains("strict"),
+        "{eff}"
+    );
     let (st, v) = d.api(
         "PUT",
         "/api/v1/containers/docs/policy",
@@ -147,10 +177,18 @@ fn predictive_replacement_metrics_and_management() {
     assert_eq!(st, 400, "{v}");
 
     // Snapshots of a volume: create, list, rollback, delete.
-    d.api_ok("POST", "/api/v1/containers/demo-vol/snapshots", Some(&json!({"name": "s1"})));
+    d.api_ok(
+        "POST",
+        "/api/v1/containers/demo-vol/snapshots",
+        Some(&json!({"name": "s1"})),
+    );
     let snaps = d.api_ok("GET", "/api/v1/containers/demo-vol/snapshots", None);
     assert_eq!(snaps.as_array().unwrap().len(), 1, "{snaps}");
-    d.api_ok("POST", "/api/v1/containers/demo-vol/snapshots/s1/rollback", None);
+    d.api_ok(
+        "POST",
+        "/api/v1/containers/demo-vol/snapshots/s1/rollback",
+        None,
+    );
     let (st, _) = d.api("DELETE", "/api/v1/containers/demo-vol/snapshots/s1", None);
     assert_eq!(st, 204);
     let (st, v) = d.api("DELETE", "/api/v1/containers/demo-vol/snapshots/s1", None);
@@ -174,17 +212,29 @@ fn predictive_replacement_metrics_and_management() {
     assert_eq!(st, 423, "{v}");
     let h = d.api_ok("GET", "/api/v1/health", None);
     assert_eq!(h["status"], "failed", "{h}");
-    let (st, v) = d.api("POST", "/api/v1/vdes/demo/unlock", Some(&json!({"passphrase": "WRONG-PASS"})));
+    let (st, v) = d.api(
+        "POST",
+        "/api/v1/vdes/demo/unlock",
+        Some(&json!({"passphrase": "WRONG-PASS"})),
+    );
     assert_eq!(st, 403, "{v}");
     assert!(v["message"].as_str().unwrap().contains("passphrase"), "{v}");
     let pass = d.demo["recovery_passphrase"].as_str().unwrap();
-    let u = d.api_ok("POST", "/api/v1/vdes/demo/unlock", Some(&json!({"passphrase": pass})));
+    let u = d.api_ok(
+        "POST",
+        "/api/v1/vdes/demo/unlock",
+        Some(&json!({"passphrase": pass})),
+    );
     assert_eq!(u["vde"]["state"], "unlocked", "{u}");
     let (st, _) = d.api("GET", "/api/v1/containers/docs", None);
     assert_eq!(st, 200);
 
     // Key slots: add a passphrase slot, remove it; the last recovery passphrase stays.
-    let s = d.api_ok("POST", "/api/v1/vdes/demo/slots", Some(&json!({"kind": "passphrase"})));
+    let s = d.api_ok(
+        "POST",
+        "/api/v1/vdes/demo/slots",
+        Some(&json!({"kind": "passphrase"})),
+    );
     assert!(s["passphrase"].as_str().unwrap().len() > 20, "{s}");
     let sid = s["slot"]["id"].as_u64().unwrap();
     d.api_ok("DELETE", &format!("/api/v1/vdes/demo/slots/{sid}"), None);

@@ -114,11 +114,11 @@ impl Daemon {
         self.child = Some(cmd.spawn().expect("start dwd"));
         let deadline = Instant::now() + Duration::from_secs(120);
         loop {
-            if let Ok(b) = std::fs::read(self.dir.join("demo.json")) {
-                if let Ok(v) = serde_json::from_slice::<Value>(&b) {
-                    self.demo = v;
-                    return;
-                }
+            if let Ok(b) = std::fs::read(self.dir.join("demo.json"))
+                && let Ok(v) = serde_json::from_slice::<Value>(&b)
+            {
+                self.demo = v;
+                return;
             }
             if let Some(st) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("dwd exited ({st}) during start:\n{}", self.log_text());
