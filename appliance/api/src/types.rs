@@ -724,7 +724,7 @@ pub struct CreateContainerRequest {
     pub name: String,
     /// `bucket` or `volume`.
     pub kind: String,
-    /// VDE (UUID or name); default: the only unlocked VDE.
+    /// VDE (UUID or name); default: the daemon's `s3.default_vde`, else the first unlocked VDE.
     #[serde(default)]
     pub vde: Option<String>,
     /// Volumes: size in bytes (a multiple of the block size).

@@ -1100,7 +1100,12 @@ impl Appliance {
                 done.store(true, Ordering::Relaxed);
                 r
             })?;
-            ctx.progress(report.bytes_read, total);
+            // The total was an estimate; a finished scrub knows exactly what it read.
+            if report.cancelled {
+                ctx.progress(report.bytes_read, total);
+            } else {
+                ctx.progress(report.bytes_read, report.bytes_read);
+            }
             let msg = format!(
                 "{} units checked, {} mismatches, {} repaired, {} unrepaired, {} read errors fixed{}",
                 report.units_checked,
@@ -1861,7 +1866,14 @@ impl Appliance {
     pub fn create_snapshot(&self, name: &str, snap: &str) -> OpResult<SnapshotInfo> {
         check_plain_name("snapshot", snap)?;
         let (_, v) = self.container_vde(name)?;
-        let s = v.with(|vde| Ok(vde.create_snapshot(name, snap)?))?;
+        let s = v.with(|vde| {
+            if vde.snapshots(name)?.iter().any(|s| s.name == snap) {
+                return Err(OpError::Conflict(format!(
+                    "{name} already has a snapshot named {snap:?}"
+                )));
+            }
+            Ok(vde.create_snapshot(name, snap)?)
+        })?;
         self.events.emit(
             "container",
             "info",

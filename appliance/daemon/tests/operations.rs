@@ -219,7 +219,7 @@ fn predictive_replacement_metrics_and_management() {
     );
     assert_eq!(st, 403, "{v}");
     assert!(v["message"].as_str().unwrap().contains("passphrase"), "{v}");
-    let pass = d.demo["recovery_passphrase"].as_str().unwrap();
+    let pass = d.demo["recovery_passphrase"].as_str().unwrap().to_owned();
     let u = d.api_ok(
         "POST",
         "/api/v1/vdes/demo/unlock",
@@ -244,4 +244,28 @@ fn predictive_replacement_metrics_and_management() {
     assert_eq!(st, 409, "removing the last slot: {v}");
     let audit = d.api_ok("GET", "/api/v1/vdes/demo/audit", None);
     assert!(audit.as_array().unwrap().len() >= 3, "{audit}");
+
+    // Nothing secret in clear on the drives or in the state database: not the recovery
+    // passphrase, not the admin password (the demo's own secrets files are the exception).
+    let mut d = d;
+    assert!(d.stop(), "dwd did not stop cleanly:\n{}", d.log_text());
+    let admin_password = d.demo["api"]["admin_password"].as_str().unwrap().to_owned();
+    let mut files: Vec<std::path::PathBuf> = std::fs::read_dir(dir.join("drives"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    files.push(dir.join("state.redb"));
+    for f in files {
+        let bytes = std::fs::read(&f).unwrap();
+        for (what, secret) in [
+            ("recovery passphrase", pass.as_str()),
+            ("admin password", admin_password.as_str()),
+        ] {
+            assert!(
+                !bytes.windows(secret.len()).any(|w| w == secret.as_bytes()),
+                "the {what} is in clear in {}",
+                f.display()
+            );
+        }
+    }
 }
