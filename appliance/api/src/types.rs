@@ -89,6 +89,7 @@ pub struct Info {
 
 /// `POST /api/v1/auth/login`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct LoginRequest {
     /// Account name.
     pub username: String,
@@ -116,17 +117,22 @@ pub struct UserInfo {
 
 /// `POST /api/v1/users`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateUserRequest {
     /// Account name: 1-64 characters of `a-z A-Z 0-9 . _ -`.
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
     /// Password: at least 12 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
 }
 
 /// `PUT /api/v1/users/{name}/password`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SetPasswordRequest {
     /// New password: at least 12 characters.
+    #[schema(min_length = 12, max_length = 1024)]
     pub password: String,
 }
 
@@ -147,8 +153,10 @@ pub struct TokenInfo {
 
 /// `POST /api/v1/tokens`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateTokenRequest {
-    /// Label.
+    /// Label: 1-128 printable characters.
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f]{1,128}$")]
     pub name: String,
     /// Days until it expires (none: never).
     #[serde(default)]
@@ -194,8 +202,10 @@ pub struct BucketGrant {
 
 /// `POST /api/v1/s3/keys`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateS3KeyRequest {
-    /// Label.
+    /// Label: 1-128 printable characters.
+    #[schema(pattern = "^[^\\x00-\\x1f\\x7f]{1,128}$")]
     pub name: String,
     /// Full access to every bucket.
     #[serde(default)]
@@ -220,8 +230,10 @@ pub struct CreateS3KeyResponse {
 
 /// `PUT /api/v1/s3/keys/{access_key}/grants/{bucket}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct GrantRequest {
     /// `read`, `write`, `manage`, or `none` to revoke.
+    #[schema(pattern = "^(read|write|manage|none)$")]
     pub access: String,
 }
 
@@ -229,6 +241,7 @@ pub struct GrantRequest {
 
 /// `POST /api/v1/arrays/plan`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PlanRequest {
     /// Device paths (block devices or files). Empty: every device discovery reports available.
     #[serde(default)]
@@ -270,6 +283,7 @@ pub struct Proposal {
 
 /// `POST /api/v1/arrays`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateArrayRequest {
     /// Name (at most 64 bytes).
     pub name: String,
@@ -364,6 +378,7 @@ pub struct RebuildProgress {
 
 /// `POST /api/v1/arrays/{id}/spares`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AddSpareRequest {
     /// Device path.
     pub device: String,
@@ -374,6 +389,7 @@ pub struct AddSpareRequest {
 
 /// `POST /api/v1/arrays/{id}/replace`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ReplaceRequest {
     /// Role to replace.
     pub role: u32,
@@ -387,6 +403,7 @@ pub struct ReplaceRequest {
 
 /// `POST /api/v1/arrays/{id}/fail`: take a member out (as if it had failed).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct FailMemberRequest {
     /// Role whose member to fail.
     pub role: u32,
@@ -394,6 +411,7 @@ pub struct FailMemberRequest {
 
 /// `POST /api/v1/arrays/{id}/scrub`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ScrubRequest {
     /// Repair what can be proven wrong (default true).
     #[serde(default = "yes")]
@@ -402,6 +420,7 @@ pub struct ScrubRequest {
 
 /// `PUT /api/v1/arrays/{id}/throttle`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ThrottleRequest {
     /// Rebuild bandwidth limit in bytes per second (0: unlimited).
     pub bytes_per_sec: u64,
@@ -433,7 +452,7 @@ pub struct JobInfo {
     /// Result or error, for a person.
     pub message: Option<String>,
     /// Structured result (e.g. a scrub report).
-    #[schema(value_type = Object)]
+    #[schema(value_type = Option<Object>)]
     pub result: Option<serde_json::Value>,
 }
 
@@ -457,8 +476,8 @@ pub struct Event {
     pub level: String,
     /// For a person.
     pub message: String,
-    /// Details (a job's [`JobInfo`], an array id, ...).
-    #[schema(value_type = Object)]
+    /// Details (a job's [`JobInfo`], an array id, ...); null when there are none.
+    #[schema(value_type = Option<Object>)]
     pub data: serde_json::Value,
 }
 
@@ -466,7 +485,7 @@ pub struct Event {
 
 /// Where a new VDE lives.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum VdeBacking {
     /// On an array (by UUID or name).
     Array(String),
@@ -481,6 +500,7 @@ pub enum VdeBacking {
 
 /// TPM2 slot options.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct TpmSlotRequest {
     /// PCRs to bind (default: 7, secure boot state; see docs/KEYS.md).
     #[serde(default)]
@@ -492,6 +512,7 @@ pub struct TpmSlotRequest {
 
 /// `POST /api/v1/vdes`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateVdeRequest {
     /// Name (1-64 characters of `a-z A-Z 0-9 . _ -`).
     pub name: String,
@@ -572,6 +593,7 @@ pub struct Capacity {
 
 /// `POST /api/v1/vdes/{id}/unlock`.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct UnlockRequest {
     /// Recovery passphrase; none: try the automatic slots (TPM2, SEV-SNP, peer) again.
     #[serde(default)]
@@ -609,8 +631,10 @@ pub struct SlotInfo {
 
 /// `POST /api/v1/vdes/{id}/slots`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct AddSlotRequest {
     /// `passphrase` or `tpm2`.
+    #[schema(pattern = "^(passphrase|tpm2)$")]
     pub kind: String,
     /// Label.
     #[serde(default)]
@@ -634,6 +658,7 @@ pub struct AddSlotResponse {
 
 /// `POST /api/v1/vdes/{id}/reseal`: the machine's new measured state is trusted.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct ResealRequest {
     /// PIN of TPM2 slots that have one.
     #[serde(default)]
@@ -662,6 +687,7 @@ pub struct AuditEntryInfo {
 
 /// A policy as set at one level; absent fields are not set there.
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct PolicyDto {
     /// Profile supplying every setting not set explicitly.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -688,6 +714,7 @@ pub struct PolicyDto {
 
 /// One setting.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct SettingDto {
     /// The value, as text (see [`PolicyDto`]).
     pub value: String,
@@ -718,11 +745,13 @@ pub struct EffectiveSetting {
 
 /// `POST /api/v1/containers`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateContainerRequest {
     /// Name: for buckets an S3 bucket name (3-63 of `a-z 0-9 . -`), for volumes 1-64 of
     /// `a-z A-Z 0-9 . _ -`. Unique across the appliance.
     pub name: String,
     /// `bucket` or `volume`.
+    #[schema(pattern = "^(bucket|volume)$")]
     pub kind: String,
     /// VDE (UUID or name); default: the daemon's `s3.default_vde`, else the first unlocked VDE.
     #[serde(default)]
@@ -785,7 +814,9 @@ pub struct SnapshotInfo {
 
 /// `POST /api/v1/containers/{name}/snapshots`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
 pub struct CreateSnapshotRequest {
     /// Name (1-64 characters of `a-z A-Z 0-9 . _ -`).
+    #[schema(pattern = "^[A-Za-z0-9._-]{1,64}$")]
     pub name: String,
 }

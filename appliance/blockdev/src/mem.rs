@@ -1,7 +1,10 @@
 //! A sparse in-memory device: only written chunks take memory, so tests can simulate large
-//! drives cheaply.
+//! drives cheaply. Chunks are shared copy-on-write between a device and its
+//! [`MemDev::deep_clone`]s, so cloning a device (crash tests start thousands of scenarios from
+//! one on-disk state) costs a map copy, and a chunk is copied only when one side writes it.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 
 use parking_lot::Mutex;
 
@@ -17,8 +20,8 @@ pub struct MemDev {
     shards: Box<[Shard]>,
 }
 
-/// Chunk index -> chunk bytes.
-type Shard = Mutex<HashMap<u64, Box<[u8]>>>;
+/// Chunk index -> chunk bytes (shared with clones until written).
+type Shard = Mutex<HashMap<u64, Arc<[u8]>>>;
 
 impl MemDev {
     /// A zeroed device of `size` bytes (rounded down to the sector size) with the given logical
@@ -39,7 +42,7 @@ impl MemDev {
     }
 
     /// An independent copy of the device's current contents (tests use it to run many
-    /// scenarios from one on-disk state).
+    /// scenarios from one on-disk state). Writes to either device never show in the other.
     #[must_use]
     pub fn deep_clone(&self, id: &str) -> Self {
         Self {
@@ -111,8 +114,9 @@ impl BlockDev for MemDev {
             let mut shard = self.shard(chunk).lock();
             let data = shard
                 .entry(chunk)
-                .or_insert_with(|| vec![0u8; CHUNK].into_boxed_slice());
-            data[within..within + n].copy_from_slice(&buf[at..at + n]);
+                .or_insert_with(|| Arc::from(vec![0u8; CHUNK]));
+            // Copies the chunk first if a clone still shares it.
+            Arc::make_mut(data)[within..within + n].copy_from_slice(&buf[at..at + n]);
         }
         Ok(())
     }
@@ -135,7 +139,7 @@ impl BlockDev for MemDev {
             if n == CHUNK {
                 shard.remove(&chunk);
             } else if let Some(data) = shard.get_mut(&chunk) {
-                data[within..within + n].fill(0);
+                Arc::make_mut(data)[within..within + n].fill(0);
             }
         }
         Ok(())
@@ -163,5 +167,20 @@ mod tests {
         let mut z = vec![1u8; 4 * CHUNK];
         d.read_at(&mut z, 0).expect("read");
         assert!(z.iter().all(|&b| b == 0));
+    }
+
+    #[test]
+    fn clones_are_independent() {
+        let a = MemDev::new("a", 1 << 20, 4096);
+        a.write_at(&[1; 8192], 0).expect("write");
+        let b = a.deep_clone("b");
+        b.write_at(&[2; 4096], 4096).expect("write b");
+        a.write_at(&[3; 4096], 0).expect("write a");
+        b.discard(0, 4096).expect("discard b");
+        let (mut ra, mut rb) = (vec![0u8; 8192], vec![0u8; 8192]);
+        a.read_at(&mut ra, 0).expect("read a");
+        b.read_at(&mut rb, 0).expect("read b");
+        assert!(ra[..4096].iter().all(|&x| x == 3) && ra[4096..].iter().all(|&x| x == 1));
+        assert!(rb[..4096].iter().all(|&x| x == 0) && rb[4096..].iter().all(|&x| x == 2));
     }
 }

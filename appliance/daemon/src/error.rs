@@ -131,7 +131,7 @@ impl From<dw_raid::ManageError> for OpError {
             M::Offline(_) => OpError::Unavailable(msg),
             M::NoSuchRole { .. } => OpError::NotFound(msg),
             M::Unsuitable { .. } => OpError::Invalid(msg),
-            M::Busy(_) | M::InvalidState(_) => OpError::Conflict(msg),
+            M::Busy(_) | M::InvalidState(_) | M::TableFull { .. } => OpError::Conflict(msg),
             _ => OpError::Internal(msg),
         }
     }

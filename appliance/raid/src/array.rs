@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::Level;
 use crate::bitmap::{self, Bitmap};
-use crate::errors::ArrayIoError;
+use crate::errors::{ArrayIoError, ManageError};
 use crate::jobs::JobSlot;
 use crate::journal::{self, RecordHeader, Ring};
 use crate::layout::{Layout, Region};
@@ -32,6 +32,44 @@ const LOCK_SHARDS: usize = 512;
 const MAX_RETRIES: usize = 8;
 /// Media read errors tolerated per member (each one is repaired) before it is failed, as md.
 const MAX_READ_ERRORS: u32 = 20;
+
+thread_local! {
+    /// Chunk-sized buffers this thread's stripe operations reuse: allocating and zeroing a
+    /// fresh buffer per shard per stripe is an extra pass over memory on every full-stripe
+    /// write and degraded read.
+    static POOL: std::cell::RefCell<Vec<AlignedBuf>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Buffers kept per thread (a stripe's worth for the widest common arrays).
+const POOL_MAX: usize = 24;
+
+/// `n` buffers of `len` bytes with unspecified contents (reused from this thread's pool);
+/// callers overwrite them completely or ignore what they do not overwrite.
+pub(crate) fn take_bufs(n: usize, len: usize) -> Vec<AlignedBuf> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        (0..n)
+            .map(|_| {
+                let mut b = pool.pop().unwrap_or_else(|| AlignedBuf::zeroed(len));
+                b.resize(len);
+                b
+            })
+            .collect()
+    })
+}
+
+/// Returns buffers to this thread's pool.
+pub(crate) fn give_bufs(bufs: Vec<AlignedBuf>) {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        for b in bufs.into_iter().filter(|b| !b.is_empty()) {
+            if pool.len() >= POOL_MAX {
+                break;
+            }
+            pool.push(b);
+        }
+    });
+}
 
 /// Fixed geometry of an array.
 #[derive(Debug, Clone)]
@@ -117,6 +155,41 @@ pub(crate) struct Control {
     pub offline: Option<String>,
 }
 
+impl Control {
+    /// Makes room in the member table for `extra` more entries. Failed entries are what gets
+    /// dropped, oldest first: their devices are detached and their data is never used again;
+    /// they are kept only so that assembly can say why such a device is refused, and without
+    /// its entry it is refused anyway ("not in the member table"). Live members and spares are
+    /// never dropped.
+    ///
+    /// # Errors
+    /// [`ManageError::TableFull`] when every entry is live.
+    pub(crate) fn make_room(&mut self, extra: usize) -> Result<(), ManageError> {
+        let max = superblock::MAX_ENTRIES;
+        // Bounded: every iteration removes an entry or returns.
+        while self.entries.len() + extra > max {
+            let Some(i) = self
+                .entries
+                .iter()
+                .position(|e| e.state == EntryState::Failed && !self.devices.contains_key(&e.uuid))
+            else {
+                return Err(ManageError::TableFull {
+                    entries: self.entries.len(),
+                    max,
+                });
+            };
+            let e = self.entries.remove(i);
+            self.progress.remove(&e.uuid);
+            tracing::info!(
+                "member table: dropped the entry of failed member {} ({}) to make room",
+                e.uuid,
+                e.reason.describe()
+            );
+        }
+        Ok(())
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct JournalState {
     pub next_seq: u64,
@@ -169,6 +242,10 @@ pub(crate) struct Inner {
     pub auto_rebuild: AtomicBool,
     pub info: DevInfo,
     read_errors: Mutex<HashMap<Uuid, u32>>,
+    /// Test switches (see [`crate::Array::testing_disable_protection`]): skip the journal,
+    /// skip the write-intent bitmap.
+    pub testing_no_journal: AtomicBool,
+    pub testing_no_bitmap: AtomicBool,
     /// A handle on itself, for starting background jobs from within.
     pub me: std::sync::OnceLock<std::sync::Weak<Inner>>,
     opened: std::time::Instant,
@@ -228,6 +305,8 @@ impl Inner {
             auto_rebuild: AtomicBool::new(auto_rebuild),
             info,
             read_errors: Mutex::new(HashMap::new()),
+            testing_no_journal: AtomicBool::new(false),
+            testing_no_bitmap: AtomicBool::new(false),
             me: std::sync::OnceLock::new(),
             opened: std::time::Instant::now(),
         };
@@ -236,6 +315,20 @@ impl Inner {
             inner.publish(&c);
         }
         inner
+    }
+
+    /// Bytes of the attached members' capacity the layout leaves unused (mixed sizes).
+    pub(crate) fn wasted_bytes(&self, c: &Control) -> u64 {
+        let chunk = self.geom.layout.chunk;
+        c.entries
+            .iter()
+            .filter(|e| matches!(e.state, EntryState::InSync | EntryState::Rebuilding))
+            .filter_map(|e| {
+                let d = c.devices.get(&e.uuid)?;
+                let rows = crate::assemble::rows_of(d.info().size, self.geom.data_offset, chunk);
+                Some(rows.saturating_sub(e.data_rows) * chunk)
+            })
+            .sum()
     }
 
     /// Seconds since the array was opened (the bitmap's idle clock).
@@ -546,6 +639,9 @@ impl Inner {
     /// write there goes out.
     pub(crate) fn mark_dirty(&self, snap: &Snapshot, lo: u64, hi: u64) {
         let Some(bm) = &self.bitmap else { return };
+        if self.testing_no_bitmap.load(Ordering::Relaxed) {
+            return;
+        }
         let mut b = bm.lock();
         let range = b.regions_of(lo, hi - lo);
         let pages = b.mark(range, self.clock_secs());
@@ -852,7 +948,14 @@ impl Inner {
         for _ in 0..MAX_RETRIES {
             let snap = self.snapshot();
             self.check_online(&snap)?;
-            match self.load_row(&snap, s, a, b - a, &suspects) {
+            // Only data is returned, but a parity shard that returned a read error is rebuilt
+            // too, so that its sectors can be rewritten below.
+            let want = if suspects.iter().any(|&r| l.shard_of_role(s, r) >= l.k()) {
+                Want::All
+            } else {
+                Want::Data
+            };
+            match self.load_row(&snap, s, a, b - a, &suspects, want) {
                 Ok((shards, bad_reads)) => {
                     for &(d, pa, n, at) in &pieces {
                         out[ulen(at)..ulen(at + n)]
@@ -880,6 +983,7 @@ impl Inner {
                             }
                         }
                     }
+                    give_bufs(shards);
                     return Ok(());
                 }
                 Err(LoadError::Retry) => {}
@@ -896,9 +1000,14 @@ impl Inner {
         Err(self.offline_error("members kept failing during reconstruction"))
     }
 
-    /// Reads rows `[a, a + len)` of every shard of stripe `s` from the members that can serve
-    /// them and reconstructs the rest. Roles in `exclude` are treated as missing. Returns the
-    /// complete shards (data then parity) and the roles whose reads failed with media errors.
+    /// Reads rows `[a, a + len)` of stripe `s` and reconstructs what could not be read. Roles in
+    /// `exclude` (media errors seen earlier) are treated as missing.
+    ///
+    /// With [`Want::Data`] only the data shards are valid on return, and only as many members
+    /// are read as needed: the readable data shards plus one surviving parity shard per lost
+    /// data shard (a degraded read of one chunk reads k chunks, not n - 1). With [`Want::All`]
+    /// every readable shard is read and every shard, parity included, is valid on return.
+    /// Returns the shards (data then parity) and, always empty, the roles whose reads failed.
     pub(crate) fn load_row(
         &self,
         snap: &Snapshot,
@@ -906,32 +1015,51 @@ impl Inner {
         a: u64,
         len: u64,
         exclude: &[usize],
+        want: Want,
     ) -> Result<(Vec<AlignedBuf>, Vec<usize>), LoadError> {
         let l = self.layout();
         let (k, p, n) = (l.k(), l.p(), l.n);
         let row = l.stripe_row(s);
-        let mut shards: Vec<AlignedBuf> = (0..n).map(|_| AlignedBuf::zeroed(ulen(len))).collect();
-        let mut erased: Vec<usize> = Vec::new();
-        let mut readers: Vec<(usize, &Member)> = Vec::new();
+        let mut missing = 0usize;
+        let mut usable: Vec<Option<&Member>> = Vec::with_capacity(n);
         for i in 0..n {
             let role = l.role_of_shard(s, i);
-            match snap.readable(role, row) {
-                Some(m) if !exclude.contains(&role) => readers.push((i, m)),
-                _ => erased.push(i),
-            }
+            let m = snap.readable(role, row);
+            missing += usize::from(m.is_none());
+            usable.push(m.filter(|_| !exclude.contains(&role)));
         }
-        if erased.len() > p {
+        let lost_data = (0..k).filter(|&i| usable[i].is_none()).count();
+        let unusable = usable.iter().filter(|m| m.is_none()).count();
+        if missing > p {
             return Err(LoadError::Fatal(self.offline_error(&format!(
-                "stripe {s} has {} unreadable shards, {} survives {p}",
-                erased.len(),
+                "stripe {s} has {missing} shards on missing members, {} survives {p}",
                 l.level
             ))));
         }
+        if unusable > p {
+            // Enough members, but media errors on too many of them in this range.
+            return Err(LoadError::Fatal(ArrayIoError::Unrecoverable {
+                off: l.stripe_start(s),
+                reason: format!(
+                    "stripe {s}: {unusable} of {n} shards unreadable at member rows {a}+{len} \
+                     ({missing} on missing members, the rest read errors); parity covers {p}"
+                ),
+            }));
+        }
+        // The shards to read: every usable one, or (data only) the usable data shards plus the
+        // lowest usable parity rows, one per lost data shard.
+        let mut read: Vec<usize> = (0..k).filter(|&i| usable[i].is_some()).collect();
+        let parity_usable = (k..n).filter(|&i| usable[i].is_some());
+        match want {
+            Want::All => read.extend(parity_usable),
+            Want::Data => read.extend(parity_usable.take(lost_data)),
+        }
+        let mut shards = take_bufs(n, ulen(len));
         {
-            let mut reqs = Vec::with_capacity(readers.len());
+            let mut reqs = Vec::with_capacity(read.len());
             let mut bufs: Vec<Option<&mut AlignedBuf>> = shards.iter_mut().map(Some).collect();
-            for &(i, m) in &readers {
-                if let Some(b) = bufs[i].take() {
+            for &i in &read {
+                if let (Some(b), Some(m)) = (bufs[i].take(), usable[i]) {
                     reqs.push(IoReq {
                         dev: m.dev.as_ref(),
                         offset: self.moff(row, a),
@@ -945,7 +1073,8 @@ impl Inner {
             let mut retry = false;
             for (j, r) in results.into_iter().enumerate() {
                 if let Err(e) = r {
-                    let (i, m) = readers[j];
+                    let i = read[j];
+                    let Some(m) = usable[i] else { continue };
                     if self.absorb(m, &e) {
                         retry = true;
                     } else {
@@ -960,10 +1089,19 @@ impl Inner {
                 return Err(LoadError::ReadErrors(media));
             }
         }
-        if !erased.is_empty() {
+        let unavailable: Vec<usize> = (0..n).filter(|i| !read.contains(i)).collect();
+        let wanted: Vec<usize> = match want {
+            Want::All => unavailable.clone(),
+            Want::Data => unavailable.iter().copied().filter(|&i| i < k).collect(),
+        };
+        if !wanted.is_empty() {
             let mut refs: Vec<&mut [u8]> = shards.iter_mut().map(|b| &mut b[..]).collect();
-            parity::reconstruct(&mut refs, k, p, &erased)
-                .map_err(|e| LoadError::Fatal(self.offline_error(&e.to_string())))?;
+            parity::reconstruct_some(&mut refs, k, p, &unavailable, &wanted).map_err(|e| {
+                LoadError::Fatal(ArrayIoError::Unrecoverable {
+                    off: l.stripe_start(s),
+                    reason: e.to_string(),
+                })
+            })?;
         }
         Ok((shards, Vec::new()))
     }
@@ -1114,6 +1252,10 @@ impl Inner {
 
     fn write_stripe(&self, s: u64, within: u64, data: &[u8]) -> Result<(), ArrayIoError> {
         let _g = self.lock_key(s);
+        // Roles that returned media read errors while this write read the stripe: treated as
+        // missing for the rest of the write (as a degraded read would), and their sectors are
+        // rewritten once the write is done.
+        let mut exclude: Vec<usize> = Vec::new();
         for _ in 0..MAX_RETRIES {
             let snap = self.snapshot();
             self.check_online(&snap)?;
@@ -1125,7 +1267,7 @@ impl Inner {
             let outcome = if full {
                 self.write_full_stripe(&snap, s, data)
             } else {
-                self.write_partial_stripe(&snap, s, within, data)
+                self.write_partial_stripe(&snap, s, within, data, &mut exclude)
             };
             match outcome {
                 Ok(()) => return Ok(()),
@@ -1178,7 +1320,7 @@ impl Inner {
     fn write_full_stripe(&self, snap: &Snapshot, s: u64, data: &[u8]) -> Result<(), WriteError> {
         let l = self.layout();
         let (k, p, c) = (l.k(), l.p(), ulen(l.chunk));
-        let mut par: Vec<AlignedBuf> = (0..p).map(|_| AlignedBuf::zeroed(c)).collect();
+        let mut par = take_bufs(p, c);
         {
             let cols: Vec<&[u8]> = (0..k).map(|d| &data[d * c..(d + 1) * c]).collect();
             let mut outs: Vec<&mut [u8]> = par.iter_mut().map(|b| &mut b[..]).collect();
@@ -1196,6 +1338,8 @@ impl Inner {
         if let Some(seq) = tx {
             self.journal_done(seq);
         }
+        drop(shards);
+        give_bufs(par);
         r
     }
 
@@ -1205,6 +1349,7 @@ impl Inner {
         s: u64,
         within: u64,
         data: &[u8],
+        exclude: &mut Vec<usize>,
     ) -> Result<(), WriteError> {
         let l = self.layout();
         let (k, p) = (l.k(), l.p());
@@ -1214,7 +1359,10 @@ impl Inner {
         let len = b - a;
         let row = l.stripe_row(s);
         let modified: Vec<usize> = pieces.iter().map(|x| x.0).collect();
-        let readable = |i: usize| snap.readable(l.role_of_shard(s, i), row).is_some();
+        let readable = |i: usize| {
+            let role = l.role_of_shard(s, i);
+            !exclude.contains(&role) && snap.readable(role, row).is_some()
+        };
         // Read-modify-write needs the old modified shards and every parity shard; it is chosen
         // when it reads less than reconstruct-write (which reads every unmodified data shard).
         let rmw = modified.iter().all(|&d| readable(d))
@@ -1224,10 +1372,8 @@ impl Inner {
         if rmw {
             shards = (0..k + p).map(|_| AlignedBuf::zeroed(0)).collect();
             let wanted: Vec<usize> = modified.iter().copied().chain(k..k + p).collect();
-            let mut loaded: Vec<AlignedBuf> = wanted
-                .iter()
-                .map(|_| AlignedBuf::zeroed(ulen(len)))
-                .collect();
+            // Every loaded buffer is overwritten by its read.
+            let mut loaded = take_bufs(wanted.len(), ulen(len));
             {
                 let mut reqs = Vec::new();
                 let mut who = Vec::new();
@@ -1241,19 +1387,24 @@ impl Inner {
                         offset: self.moff(row, a),
                         buf: IoBuf::Read(&mut b[..]),
                     });
-                    who.push(m);
+                    who.push((m, role));
                 }
                 let results = run_batch(&mut reqs);
                 drop(reqs);
-                let mut failed = false;
+                let mut retry = false;
                 for (j, r) in results.into_iter().enumerate() {
                     if let Err(e) = r {
-                        // A media error on a shard we need: fail it and fall back to RCW.
-                        self.fail_device(who[j].uuid, FailReason::IoError, &e.to_string());
-                        failed = true;
+                        // A failed device is gone from the next snapshot; a media error makes
+                        // the role missing for this write, which then reconstructs around it
+                        // (reconstruct-write) and rewrites the bad sectors.
+                        let (m, role) = who[j];
+                        if !self.absorb(m, &e) && !exclude.contains(&role) {
+                            exclude.push(role);
+                        }
+                        retry = true;
                     }
                 }
-                if failed {
+                if retry {
                     return Err(WriteError::Retry);
                 }
             }
@@ -1272,12 +1423,17 @@ impl Inner {
                 old[range].copy_from_slice(&data[ulen(at)..ulen(at + n)]);
             }
         } else {
-            // Reconstruct-write: the whole row range of every shard, reconstructing what is
-            // missing, then the new data over it and fresh parity.
-            shards = match self.load_row(snap, s, a, len, &[]) {
+            // Reconstruct-write: the row range of every data shard (reconstructing what is
+            // missing or unreadable), then the new data over it and fresh parity.
+            shards = match self.load_row(snap, s, a, len, exclude, Want::Data) {
                 Ok((sh, _)) => sh,
-                Err(LoadError::Retry | LoadError::ReadErrors(_)) => {
-                    // Media errors on a shard we only read: reconstruct around them next time.
+                Err(LoadError::Retry) => return Err(WriteError::Retry),
+                Err(LoadError::ReadErrors(roles)) => {
+                    for r in roles {
+                        if !exclude.contains(&r) {
+                            exclude.push(r);
+                        }
+                    }
                     return Err(WriteError::Retry);
                 }
                 Err(LoadError::Fatal(e)) => return Err(WriteError::Fatal(e)),
@@ -1297,15 +1453,35 @@ impl Inner {
             .chain(k..k + p)
             .map(|i| (i, &shards[i][..]))
             .collect();
-        let tx = match self.journal_tx(snap, s, a, len, &changed) {
-            Ok(seq) => Some(seq),
-            Err(e) => return Err(e),
-        };
+        let seq = self.journal_tx(snap, s, a, len, &changed)?;
         let r = self.put_shards(snap, s, a, &changed);
-        if let Some(seq) = tx {
-            self.journal_done(seq);
+        self.journal_done(seq);
+        r?;
+        // Sectors that returned read errors and that this write did not overwrite get their
+        // (reconstructed, unchanged) content back, which lets the drive remap them (as md does);
+        // a member that cannot take the write is failed.
+        for &role in exclude.iter() {
+            let i = l.shard_of_role(s, role);
+            if changed.iter().any(|&(c, _)| c == i) {
+                self.counters
+                    .read_errors_repaired
+                    .fetch_add(1, Ordering::Relaxed);
+                continue;
+            }
+            for m in snap.writers(role) {
+                match m.dev.write_at(&shards[i], self.moff(row, a)) {
+                    Ok(()) => {
+                        self.counters
+                            .read_errors_repaired
+                            .fetch_add(1, Ordering::Relaxed);
+                    }
+                    Err(e) => self.fail_device(m.uuid, FailReason::IoError, &e.to_string()),
+                }
+            }
         }
-        r
+        drop(changed);
+        give_bufs(shards);
+        Ok(())
     }
 
     // ---------------------------------------------------------------- journal
@@ -1330,6 +1506,9 @@ impl Inner {
         let Some(jm) = &self.journal else {
             return Ok(0);
         };
+        if self.testing_no_journal.load(Ordering::Relaxed) {
+            return Ok(0);
+        }
         let l = self.layout();
         let mut targets: Vec<(Member, usize, usize)> = Vec::new(); // member, role, index in shards
         for (idx, &(i, _)) in shards.iter().enumerate() {
@@ -1667,6 +1846,15 @@ impl Inner {
             None => Ok(()),
         }
     }
+}
+
+/// What [`Inner::load_row`] must deliver.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Want {
+    /// The data shards (reading as few members as possible).
+    Data,
+    /// Every shard, parity included.
+    All,
 }
 
 /// Outcome of [`Inner::load_row`] failures.

@@ -374,12 +374,18 @@ impl Array {
             let mut c = inner.control.lock();
             inner.commit(&mut c);
         }
+        let wasted = inner.wasted_bytes(&inner.control.lock());
         tracing::info!(
-            "created {} array {} ({}) with {n} members, {} bytes",
+            "created {} array {} ({}) with {n} members, {} bytes{}",
             level,
             inner.geom.name,
             inner.geom.uuid,
-            inner.layout().size()
+            inner.layout().size(),
+            if wasted > 0 {
+                format!("; {wasted} bytes of the larger members stay unused (mixed sizes)")
+            } else {
+                String::new()
+            }
         );
         if initial_resync {
             tracing::warn!(

@@ -17,8 +17,10 @@ pub const PAGE: usize = 4096;
 const MAGIC: [u8; 8] = *b"DWBITMAP";
 const BITS_AT: usize = 40;
 const CRC_AT: usize = PAGE - 4;
+/// Bytes of bits per page.
+const BYTES_PER_PAGE: usize = CRC_AT - BITS_AT;
 /// Regions tracked per page.
-pub const BITS_PER_PAGE: u64 = ((CRC_AT - BITS_AT) * 8) as u64;
+pub const BITS_PER_PAGE: u64 = (BYTES_PER_PAGE * 8) as u64;
 
 /// Why a bitmap page was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -197,6 +199,27 @@ impl Bitmap {
         set(&mut self.on_disk, r, true);
     }
 
+    /// The bytes of `on_disk` that page `p` holds (empty past the end). Pages hold whole
+    /// bytes (`BITS_PER_PAGE` is a multiple of 8), in the same bit order as `on_disk`.
+    fn page_range(&self, p: u64) -> std::ops::Range<usize> {
+        let len = self.on_disk.len();
+        let start = usize::try_from(p)
+            .ok()
+            .and_then(|p| p.checked_mul(BYTES_PER_PAGE))
+            .map_or(len, |s| s.min(len));
+        start..(start + BYTES_PER_PAGE).min(len)
+    }
+
+    /// Clears the bits of the last byte beyond `regions` (so they never read as dirty).
+    fn clear_tail(&mut self) {
+        let extra = self.regions % 8;
+        if extra != 0
+            && let Some(last) = self.on_disk.last_mut()
+        {
+            *last &= (1u8 << extra) - 1;
+        }
+    }
+
     /// Encodes page `p`.
     #[must_use]
     pub fn encode_page(&mut self, p: u64) -> Vec<u8> {
@@ -206,16 +229,8 @@ impl Bitmap {
         b[8..24].copy_from_slice(self.array.as_bytes());
         b[24..32].copy_from_slice(&self.seq.to_le_bytes());
         b[32..36].copy_from_slice(&u32::try_from(p).unwrap_or(u32::MAX).to_le_bytes());
-        for i in 0..BITS_PER_PAGE {
-            let r = p * BITS_PER_PAGE + i;
-            if r >= self.regions {
-                break;
-            }
-            if bit(&self.on_disk, r) {
-                let j = BITS_AT + usize::try_from(i / 8).unwrap_or(0);
-                b[j] |= 1 << (i % 8);
-            }
-        }
+        let r = self.page_range(p);
+        b[BITS_AT..BITS_AT + r.len()].copy_from_slice(&self.on_disk[r]);
         let crc = crc32c::crc32c(&b[..CRC_AT]);
         b[CRC_AT..].copy_from_slice(&crc.to_le_bytes());
         b
@@ -227,24 +242,19 @@ impl Bitmap {
     /// # Errors
     /// Why the page was rejected (its regions are marked dirty anyway).
     pub fn merge_page(&mut self, p: u64, b: &[u8]) -> Result<(), BitmapPageError> {
-        let r = Self::check_page(&self.array, p, b);
-        for i in 0..BITS_PER_PAGE {
-            let region = p * BITS_PER_PAGE + i;
-            if region >= self.regions {
-                break;
-            }
-            let dirty = match &r {
-                Ok(()) => {
-                    let j = BITS_AT + usize::try_from(i / 8).unwrap_or(0);
-                    b[j] & (1 << (i % 8)) != 0
+        let checked = Self::check_page(&self.array, p, b);
+        let range = self.page_range(p);
+        match &checked {
+            // A valid page is PAGE bytes long, so its bit bytes cover any page range.
+            Ok(()) => {
+                for (d, s) in self.on_disk[range].iter_mut().zip(&b[BITS_AT..CRC_AT]) {
+                    *d |= s;
                 }
-                Err(_) => true,
-            };
-            if dirty {
-                set(&mut self.on_disk, region, true);
             }
+            Err(_) => self.on_disk[range].fill(0xFF),
         }
-        r
+        self.clear_tail();
+        checked
     }
 
     fn check_page(array: &Uuid, p: u64, b: &[u8]) -> Result<(), BitmapPageError> {
@@ -309,6 +319,31 @@ mod tests {
             let mut b = Bitmap::new(Uuid::from_bytes([7; 16]), 4096, 100_000);
             let _ = b.merge_page(p, &noise);
         }
+    }
+
+    #[test]
+    fn golden_page_v1() {
+        let u = Uuid::from_bytes([0xA1; 16]);
+        let mut b = Bitmap::new(u, 4 << 20, 70_000);
+        b.mark(0..3, 0);
+        b.mark(1000..1001, 0);
+        b.mark(BITS_PER_PAGE - 1..BITS_PER_PAGE + 1, 0);
+        let page = b.encode_page(0);
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/golden/bitmap-page-v1.bin"
+        );
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(path, &page).expect("write golden");
+        }
+        let golden = std::fs::read(path).expect("golden file (UPDATE_GOLDEN=1 regenerates)");
+        assert_eq!(
+            page, golden,
+            "bitmap page encoding changed: that is an on-disk format change"
+        );
+        let mut fresh = Bitmap::new(u, 4 << 20, 70_000);
+        fresh.merge_page(0, &golden).expect("golden decodes");
+        assert_eq!(fresh.dirty(), vec![0, 1, 2, 1000, BITS_PER_PAGE - 1]);
     }
 
     #[test]

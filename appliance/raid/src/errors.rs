@@ -173,6 +173,15 @@ pub enum ArrayIoError {
         /// End of the small-write region.
         small_region: u64,
     },
+    /// Read errors on more members of one stripe than its parity covers: this range cannot be
+    /// read (the array stays online; other data is unaffected).
+    #[error("unrecoverable read error at array offset {off}: {reason}")]
+    Unrecoverable {
+        /// Logical offset of the stripe.
+        off: u64,
+        /// What was unreadable.
+        reason: String,
+    },
     /// An I/O error that redundancy could not cover (levels without redundancy).
     #[error("{0}")]
     Io(#[from] IoError),
@@ -203,6 +212,16 @@ pub enum ManageError {
     /// Another background job runs.
     #[error("another job is running: {0}")]
     Busy(String),
+    /// The member table has no room: every entry is a live member or spare.
+    #[error(
+        "the member table is full: {entries} live members and spares (at most {max}); remove a spare or a failed member first"
+    )]
+    TableFull {
+        /// Live entries.
+        entries: usize,
+        /// Limit.
+        max: usize,
+    },
     /// The request does not apply in the current state.
     #[error("{0}")]
     InvalidState(String),

@@ -48,6 +48,85 @@ pub const EXP: [u8; 512] = TABLES.0;
 /// log[x] for x != 0.
 pub const LOG: [u8; 256] = TABLES.1;
 
+/// a * b by shift-and-add, usable in constant expressions (the tables below are built with
+/// it; [`mul`] is the fast version).
+#[must_use]
+pub const fn mul_slow(a: u8, b: u8) -> u8 {
+    let (mut a, mut b, mut r) = (a, b, 0u8);
+    while b != 0 {
+        if b & 1 != 0 {
+            r ^= a;
+        }
+        let carry = a & 0x80 != 0;
+        a <<= 1;
+        if carry {
+            a ^= POLY;
+        }
+        b >>= 1;
+    }
+    r
+}
+
+/// The GF(2)-linear map "multiply by `c`" as the 8x8 bit matrix of the x86 GFNI instruction
+/// `gf2p8affineqb`: byte `7 - i` of the result holds the row for output bit `i`, whose bit `j`
+/// is bit `i` of `c * 2^j`. (The instruction's own `gf2p8mulb` uses the AES polynomial 0x11B,
+/// not ours; the affine form works for any polynomial.)
+const fn affine_matrix(c: u8) -> u64 {
+    let mut m = 0u64;
+    let mut i = 0;
+    while i < 8 {
+        let mut row = 0u8;
+        let mut j = 0;
+        while j < 8 {
+            if (mul_slow(c, 1 << j) >> i) & 1 != 0 {
+                row |= 1 << j;
+            }
+            j += 1;
+        }
+        m |= (row as u64) << (8 * (7 - i));
+        i += 1;
+    }
+    m
+}
+
+const fn build_affine() -> [u64; 256] {
+    let mut t = [0u64; 256];
+    let mut c = 0;
+    while c < 256 {
+        // c < 256: the narrowing is exact.
+        #[allow(clippy::cast_possible_truncation)]
+        let b = c as u8;
+        t[c] = affine_matrix(b);
+        c += 1;
+    }
+    t
+}
+
+/// `AFFINE[c]`: the GFNI matrix multiplying by `c` (see [`affine_matrix`]).
+pub(crate) static AFFINE: [u64; 256] = build_affine();
+
+const fn build_nibbles() -> [[u8; 32]; 256] {
+    let mut t = [[0u8; 32]; 256];
+    let mut c = 0;
+    while c < 256 {
+        let mut x = 0;
+        while x < 16 {
+            // c, x < 256: the narrowings are exact.
+            #[allow(clippy::cast_possible_truncation)]
+            let (cb, xb) = (c as u8, x as u8);
+            t[c][x] = mul_slow(cb, xb);
+            t[c][16 + x] = mul_slow(cb, xb << 4);
+            x += 1;
+        }
+        c += 1;
+    }
+    t
+}
+
+/// `NIBBLES[c]`: `c * x` for the low nibbles `x` (bytes 0..16) and `c * (x << 4)` for the high
+/// nibbles (bytes 16..32), the split-table multiply of `vpshufb` kernels.
+pub(crate) static NIBBLES: [[u8; 32]; 256] = build_nibbles();
+
 /// a * b.
 #[must_use]
 pub fn mul(a: u8, b: u8) -> u8 {
@@ -143,6 +222,26 @@ mod tests {
         for a in 0..=255u8 {
             for b in 0..=255u8 {
                 assert_eq!(mul(a ^ b, 0x53), mul(a, 0x53) ^ mul(b, 0x53));
+            }
+        }
+    }
+
+    #[test]
+    fn tables_agree_with_mul() {
+        for a in 0..=255u8 {
+            for b in 0..=255u8 {
+                assert_eq!(mul_slow(a, b), mul(a, b));
+                let t = &NIBBLES[usize::from(a)];
+                assert_eq!(
+                    t[usize::from(b & 15)] ^ t[16 + usize::from(b >> 4)],
+                    mul(a, b)
+                );
+                // The affine form, evaluated bit by bit as the instruction does.
+                let m = AFFINE[usize::from(a)].to_le_bytes();
+                let y = (0..8).fold(0u8, |y, i| {
+                    y | (u8::from((m[7 - i] & b).count_ones() % 2 == 1) << i)
+                });
+                assert_eq!(y, mul(a, b), "affine {a} * {b}");
             }
         }
     }

@@ -13,7 +13,7 @@ use parking_lot::Mutex;
 use uuid::Uuid;
 
 use crate::Level;
-use crate::array::{Inner, LoadError, Member};
+use crate::array::{Inner, LoadError, Member, Want};
 use crate::parity;
 use crate::superblock::{EntryState, FailReason};
 
@@ -62,13 +62,87 @@ pub struct JobStatus {
     pub error: Option<String>,
 }
 
+/// Progress samples are taken at most this often ...
+const SAMPLE_EVERY: Duration = Duration::from_millis(250);
+/// ... and the rate is computed over the samples of this window: recent enough to follow a
+/// throttle change or competing I/O, long enough not to jitter.
+const RATE_WINDOW: Duration = Duration::from_secs(10);
+/// Below this span the rate is not shown (too few bytes to mean anything).
+const RATE_MIN_SPAN: Duration = Duration::from_millis(200);
+
 #[derive(Debug)]
 struct Progress {
     done: AtomicU64,
     total: AtomicU64,
-    started: Instant,
     finished: AtomicBool,
     error: Mutex<Option<String>>,
+    /// (time, bytes done) samples of this run, oldest first, bounded by the window. The first
+    /// is the start of the run with the bytes done before it (a resumed rebuild), so those
+    /// never count towards the rate.
+    samples: Mutex<std::collections::VecDeque<(Instant, u64)>>,
+}
+
+impl Progress {
+    fn new(total: u64, done: u64, started: Instant) -> Self {
+        Self {
+            done: AtomicU64::new(done),
+            total: AtomicU64::new(total),
+            finished: AtomicBool::new(false),
+            error: Mutex::new(None),
+            samples: Mutex::new(std::iter::once((started, done)).collect()),
+        }
+    }
+
+    /// Restarts the accounting at `done` bytes (where the work actually resumes).
+    fn rebase(&self, done: u64, now: Instant) {
+        self.done.store(done, Ordering::Relaxed);
+        let mut s = self.samples.lock();
+        s.clear();
+        s.push_back((now, done));
+    }
+
+    /// Records `bytes` more done at `now`.
+    fn advance(&self, bytes: u64, now: Instant) {
+        let done = self.done.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let mut s = self.samples.lock();
+        if s.back()
+            .is_none_or(|&(t, _)| now.saturating_duration_since(t) >= SAMPLE_EVERY)
+        {
+            s.push_back((now, done));
+            // Keep one sample older than the window, so the window is always covered.
+            while s.len() > 2 && s.get(1).is_some_and(|&(t, _)| now - t > RATE_WINDOW) {
+                s.pop_front();
+            }
+        }
+    }
+
+    /// Bytes per second over the recent window (this run only), and the ETA at that rate.
+    fn rate_at(&self, now: Instant) -> (f64, Option<u64>) {
+        let done = self.done.load(Ordering::Relaxed);
+        let total = self.total.load(Ordering::Relaxed);
+        let s = self.samples.lock();
+        // The oldest sample inside the window, or the last one before it.
+        let from = s
+            .iter()
+            .position(|&(t, _)| now.saturating_duration_since(t) <= RATE_WINDOW)
+            .map_or(s.len().saturating_sub(1), |i| i.saturating_sub(1));
+        let Some(&(t0, d0)) = s.get(from) else {
+            return (0.0, None);
+        };
+        let span = now.saturating_duration_since(t0);
+        if span < RATE_MIN_SPAN {
+            return (0.0, None);
+        }
+        #[allow(clippy::cast_precision_loss)]
+        let rate = done.saturating_sub(d0) as f64 / span.as_secs_f64();
+        #[allow(
+            clippy::cast_precision_loss,
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss
+        )]
+        let eta = (rate > 0.0).then(|| (total.saturating_sub(done) as f64 / rate) as u64);
+        (rate, eta)
+    }
 }
 
 #[derive(Debug)]
@@ -85,27 +159,23 @@ pub(crate) struct JobSlot {
     running: Mutex<Option<Running>>,
     /// Bytes per second; 0 = unlimited.
     pub throttle: AtomicU64,
+    /// Set when the array shuts down: no job starts any more.
+    shutdown: AtomicBool,
 }
+
+/// Upper bound on jobs [`JobSlot::wait`] follows: each chained job consumes a spare or ends a
+/// pending state, so a chain is never longer than the member table.
+const MAX_CHAIN: usize = 2 * crate::superblock::MAX_ENTRIES + 2;
 
 impl JobSlot {
     pub(crate) fn status(&self) -> Option<JobStatus> {
         let r = self.running.lock();
         let r = r.as_ref()?;
-        let done = r.progress.done.load(Ordering::Relaxed);
-        let total = r.progress.total.load(Ordering::Relaxed);
-        let secs = r.progress.started.elapsed().as_secs_f64();
-        #[allow(clippy::cast_precision_loss)]
-        let rate = if secs > 0.0 { done as f64 / secs } else { 0.0 };
-        #[allow(
-            clippy::cast_precision_loss,
-            clippy::cast_possible_truncation,
-            clippy::cast_sign_loss
-        )]
-        let eta = (rate > 0.0).then(|| (total.saturating_sub(done) as f64 / rate) as u64);
+        let (rate, eta) = r.progress.rate_at(Instant::now());
         Some(JobStatus {
             kind: r.kind.clone(),
-            done_bytes: done,
-            total_bytes: total,
+            done_bytes: r.progress.done.load(Ordering::Relaxed),
+            total_bytes: r.progress.total.load(Ordering::Relaxed),
             rate_bytes_per_sec: rate,
             eta_secs: eta,
             finished: r.progress.finished.load(Ordering::Acquire),
@@ -121,16 +191,25 @@ impl JobSlot {
             .map(|r| r.kind.clone())
     }
 
-    /// Waits for the running job to finish.
+    /// Waits until no job runs, following the jobs a finishing job chains (a rebuild that
+    /// ends may start the next one onto another spare).
     pub(crate) fn wait(&self) {
-        let handle = self.running.lock().as_mut().and_then(|r| r.handle.take());
-        if let Some(h) = handle {
-            let _ = h.join();
+        for _ in 0..MAX_CHAIN {
+            let handle = self.running.lock().as_mut().and_then(|r| r.handle.take());
+            match handle {
+                // A job's thread never waits for itself.
+                Some(h) if h.thread().id() == std::thread::current().id() => return,
+                Some(h) => {
+                    let _ = h.join();
+                }
+                None => return,
+            }
         }
     }
 
-    /// Cancels and waits.
+    /// Cancels the running job, waits for it, and lets no job start again.
     pub(crate) fn stop(&self) {
+        self.shutdown.store(true, Ordering::SeqCst);
         if let Some(r) = self.running.lock().as_ref() {
             r.cancel.store(true, Ordering::SeqCst);
         }
@@ -146,25 +225,22 @@ impl JobSlot {
         work: impl FnOnce(&Inner, &Progress, &AtomicBool) -> Result<(), String> + Send + 'static,
     ) -> bool {
         let mut slot = self.running.lock();
-        if slot
-            .as_ref()
-            .is_some_and(|r| !r.progress.finished.load(Ordering::Acquire))
+        if self.shutdown.load(Ordering::SeqCst)
+            || slot
+                .as_ref()
+                .is_some_and(|r| !r.progress.finished.load(Ordering::Acquire))
         {
             return false;
         }
-        // Reap the previous (finished) job's thread.
+        // Reap the previous (finished) job's thread, unless this is that thread chaining the
+        // next job (it is about to exit; joining itself would deadlock).
         if let Some(mut old) = slot.take()
             && let Some(h) = old.handle.take()
+            && h.thread().id() != std::thread::current().id()
         {
             let _ = h.join();
         }
-        let progress = Arc::new(Progress {
-            done: AtomicU64::new(done),
-            total: AtomicU64::new(total),
-            started: Instant::now(),
-            finished: AtomicBool::new(false),
-            error: Mutex::new(None),
-        });
+        let progress = Arc::new(Progress::new(total, done, Instant::now()));
         let cancel = Arc::new(AtomicBool::new(false));
         let (p2, c2) = (Arc::clone(&progress), Arc::clone(&cancel));
         let name = format!(
@@ -177,11 +253,18 @@ impl JobSlot {
         );
         let handle = std::thread::Builder::new().name(name).spawn(move || {
             let r = work(&inner, &p2, &c2);
-            if let Err(e) = r {
+            if let Err(e) = &r {
                 tracing::error!("array {}: background job stopped: {e}", inner.geom.name);
-                *p2.error.lock() = Some(e);
+                *p2.error.lock() = Some(e.clone());
             }
             p2.finished.store(true, Ordering::Release);
+            // Whatever this job was, the members may have changed under it (a second failure
+            // during a rebuild, the spare being rebuilt dying, a spare added): a role may be
+            // missing while a spare sits idle. Failures during a job could not start a rebuild
+            // (one job at a time), so look again now.
+            if !c2.load(Ordering::SeqCst) && inner.auto_rebuild.load(Ordering::Relaxed) {
+                maybe_start_rebuild(&inner);
+            }
         });
         match handle {
             Ok(h) => {
@@ -340,13 +423,23 @@ fn chunk_content(
         }
     }
     if let Some(s) = l.stripe_at_row(row) {
-        for _ in 0..4 {
+        // The role's own shard is never read; members that return media errors are left out
+        // like missing ones (bounded: each retry excludes another role or follows a failure).
+        let idx = l.shard_of_role(s, role);
+        let want = if idx < l.k() { Want::Data } else { Want::All };
+        let mut exclude = vec![role];
+        for _ in 0..l.n + 4 {
             let snap = inner.snapshot();
-            match inner.load_row(&snap, s, 0, c, &[role]) {
-                Ok((mut shards, _)) => {
-                    return Ok(Some(shards.swap_remove(l.shard_of_role(s, role))));
+            match inner.load_row(&snap, s, 0, c, &exclude, want) {
+                Ok((mut shards, _)) => return Ok(Some(shards.swap_remove(idx))),
+                Err(LoadError::Retry) => {}
+                Err(LoadError::ReadErrors(roles)) => {
+                    for r in roles {
+                        if !exclude.contains(&r) {
+                            exclude.push(r);
+                        }
+                    }
                 }
-                Err(LoadError::Retry | LoadError::ReadErrors(_)) => {}
                 Err(LoadError::Fatal(e)) => return Err(e.to_string()),
             }
         }
@@ -406,8 +499,8 @@ fn rebuild_role(
         .cloned()
         .ok_or("rebuild target device is gone")?;
     let start_row = done.load(Ordering::Acquire);
-    progress.done.store(start_row * l.chunk, Ordering::Relaxed);
     let started = Instant::now();
+    progress.rebase(start_row * l.chunk, started);
     let mut last_ckpt = Instant::now();
     let mut rows_since = 0u64;
     for row in start_row..rows {
@@ -427,7 +520,7 @@ fn rebuild_role(
             }
             done.store(row + 1, Ordering::Release);
         }
-        progress.done.fetch_add(l.chunk, Ordering::Relaxed);
+        progress.advance(l.chunk, Instant::now());
         rows_since += 1;
         if last_ckpt.elapsed() >= CHECKPOINT_EVERY || rows_since >= (rows / 64).max(16) {
             checkpoint_progress(inner, member, &dev, row + 1)?;
@@ -561,7 +654,7 @@ fn resync(
             }
         }
         inner.resync_pending.lock().remove(&r);
-        progress.done.fetch_add(gran, Ordering::Relaxed);
+        progress.advance(gran, Instant::now());
     }
     // Make the repairs durable; the next flush clears the bits.
     let snap = inner.snapshot();
@@ -585,7 +678,7 @@ fn resync_stripe(inner: &Inner, s: u64) -> Result<(), String> {
         // Degraded: the data cannot be re-read in full; parity stays as the crash left it.
         return Ok(());
     }
-    let (shards, _) = match inner.load_row(&snap, s, 0, l.chunk, &[]) {
+    let (shards, _) = match inner.load_row(&snap, s, 0, l.chunk, &[], Want::All) {
         Ok(x) => x,
         Err(LoadError::Fatal(e)) => return Err(e.to_string()),
         Err(_) => return Ok(()),
@@ -637,4 +730,39 @@ fn resync_mirror_chunk(inner: &Inner, copies: &[(usize, u64)]) -> Result<(), Str
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    #[allow(clippy::cast_precision_loss)]
+    fn rate_counts_only_this_run_and_follows_the_recent_window() {
+        let t0 = Instant::now();
+        let mib = 1u64 << 20;
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        // A rebuild resumed after a restart at 900 of 1000 MiB: 40 MiB in its first 2 s.
+        let p = Progress::new(1000 * mib, 900 * mib, t0);
+        assert_eq!(p.rate_at(t0).0, 0.0, "no rate before anything happened");
+        for i in 1..=8 {
+            p.advance(5 * mib, at(250 * i));
+        }
+        let (rate, eta) = p.rate_at(at(2000));
+        assert!(
+            (rate - 20.0 * mib as f64).abs() < mib as f64,
+            "rate {rate}: the 900 MiB done before the restart must not count"
+        );
+        assert_eq!(eta, Some(3), "60 MiB left at 20 MiB/s");
+        // Then 30 s at 1 MiB/s: the rate follows within the window.
+        for i in 1..=120 {
+            p.advance(mib / 4, at(2000 + 250 * i));
+        }
+        let (rate, _) = p.rate_at(at(32_000));
+        assert!(
+            (rate - mib as f64).abs() < 0.1 * mib as f64,
+            "rate {rate} after slowing down"
+        );
+        assert!(p.samples.lock().len() < 50, "samples stay bounded");
+    }
 }

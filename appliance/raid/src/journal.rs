@@ -355,6 +355,43 @@ mod tests {
         );
     }
 
+    fn golden(name: &str, bytes: &[u8]) -> Vec<u8> {
+        let path = format!("{}/tests/golden/{name}", env!("CARGO_MANIFEST_DIR"));
+        if std::env::var_os("UPDATE_GOLDEN").is_some() {
+            std::fs::write(&path, bytes).expect("write golden");
+        }
+        let g = std::fs::read(&path).expect("golden file (UPDATE_GOLDEN=1 regenerates)");
+        assert_eq!(
+            bytes,
+            &g[..],
+            "{name}: encoding changed: that is an on-disk format change"
+        );
+        g
+    }
+
+    #[test]
+    fn golden_record_and_checkpoint_v1() {
+        let (a, m) = ids();
+        let h = RecordHeader {
+            array: a,
+            member: m,
+            seq: 0x0102_0304_0506_0708,
+            stripe: 77,
+            row_off: 8192,
+            row_len: 12288,
+            role: 5,
+            payload_crc: 0xDEAD_BEEF,
+            participants: vec![m, Uuid::from_bytes([3; 16]), Uuid::from_bytes([4; 16])],
+        };
+        let g = golden("journal-record-v1.bin", &h.encode());
+        assert_eq!(RecordHeader::decode(&g, &a, &m), Ok(h));
+        let g = golden(
+            "journal-checkpoint-v1.bin",
+            &encode_checkpoint(&a, &m, 9, 0x1122_3344),
+        );
+        assert_eq!(decode_checkpoint(&g, &a, &m), Some((9, 0x1122_3344)));
+    }
+
     #[test]
     fn scan_finds_intact_records_after_checkpoint() {
         let (a, m) = ids();

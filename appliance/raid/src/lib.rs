@@ -212,6 +212,10 @@ pub struct ArrayStatus {
     pub job: Option<JobStatus>,
     /// Metadata generation.
     pub generation: u64,
+    /// Member capacity left unused because the members differ in size: every member of a
+    /// striped or mirrored level uses as many rows as the smallest one (JBOD uses each in full).
+    /// Replacing the smallest members by larger ones does not grow the array.
+    pub wasted_bytes: u64,
     /// Counters.
     pub counters: ArrayCounters,
 }
@@ -380,6 +384,7 @@ impl Array {
             members,
             job: inner.jobs.status(),
             generation: c.generation,
+            wasted_bytes: inner.wasted_bytes(&c),
             counters: ArrayCounters {
                 reconstructed_reads: k.reconstructed_reads.load(Ordering::Relaxed),
                 read_errors_repaired: k.read_errors_repaired.load(Ordering::Relaxed),
@@ -407,6 +412,27 @@ impl Array {
             .jobs
             .throttle
             .store(bytes_per_sec, Ordering::Relaxed);
+    }
+
+    /// For the crash tests only: turns off the RAID-5/6 journal and/or the write-intent bitmap
+    /// of this running array, so that a test can show the crash checks catch exactly what they
+    /// prevent (the write hole; stale parity after a crash). Never use it on data you keep.
+    #[doc(hidden)]
+    pub fn testing_disable_protection(&self, journal: bool, bitmap: bool) {
+        if journal || bitmap {
+            tracing::warn!(
+                "array {}: TEST SWITCH: journal {}, bitmap {}",
+                self.inner.geom.name,
+                if journal { "off" } else { "on" },
+                if bitmap { "off" } else { "on" }
+            );
+        }
+        self.inner
+            .testing_no_journal
+            .store(journal, Ordering::Relaxed);
+        self.inner
+            .testing_no_bitmap
+            .store(bitmap, Ordering::Relaxed);
     }
 
     /// Whether a failed role is rebuilt onto a spare automatically.
@@ -462,10 +488,7 @@ impl Array {
         dev.write_at(&zeros, 0)?;
         {
             let mut c = self.inner.control.lock();
-            if c.entries.len() >= superblock::MAX_ENTRIES {
-                return Err(ManageError::InvalidState("the member table is full".into()));
-            }
-            // Drop table entries of devices long gone to make room and keep the table readable.
+            c.make_room(1)?;
             c.entries.push(Entry {
                 uuid: u,
                 state: EntryState::Spare,
@@ -560,6 +583,7 @@ impl Array {
             let uuid =
                 match new {
                     Some(d) => {
+                        c.make_room(1)?;
                         let u = Uuid::new_v4();
                         c.entries.push(Entry {
                             uuid: u,
@@ -682,6 +706,13 @@ fn to_io_error(id: &str, op: IoOp, e: ArrayIoError) -> IoError {
             offset: off,
             len,
             align: 4096,
+        },
+        ArrayIoError::Unrecoverable { off, reason } => IoError::Io {
+            dev: id.to_owned(),
+            op,
+            offset: off,
+            len: 0,
+            source: std::io::Error::other(reason),
         },
         e @ ArrayIoError::NotFullStripe { .. } => IoError::Unsupported {
             dev: id.to_owned(),

@@ -4,7 +4,7 @@
 use std::cell::RefCell;
 
 use crate::gf;
-use crate::simd;
+use crate::simd::{self, Kernel, MAX_OUT};
 
 /// Why a reconstruction could not be done.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -33,71 +33,63 @@ pub enum Verdict {
     Ambiguous,
 }
 
-const SWAR_HI: u64 = 0x8080_8080_8080_8080;
-
-#[inline]
-fn mul2_u64(x: u64) -> u64 {
-    let hi = x & SWAR_HI;
-    ((x ^ hi) << 1) ^ ((hi >> 7) * u64::from(gf::POLY))
+/// The kernel family the parity math runs on here ("avx512+gfni", "avx2" or "portable"), for
+/// logs and benchmark reports. `DW_RAID_SIMD=avx2|portable` caps it.
+#[must_use]
+pub fn kernel_name() -> &'static str {
+    simd::detected().name()
 }
 
-#[inline]
-fn word(b: &[u8], i: usize) -> u64 {
-    let mut w = [0u8; 8];
-    w.copy_from_slice(&b[i..i + 8]);
-    u64::from_le_bytes(w)
+/// The coefficients of data column `col` in the parity rows P, Q, R.
+fn column_coefs(col: usize) -> [u8; MAX_OUT] {
+    [gf::coef(0, col), gf::coef(1, col), gf::coef(2, col)]
 }
 
-/// Portable parity generation (SWAR, 8 bytes at a time) over `[from, len)`.
-fn gen_rows_portable(cols: &[Option<&[u8]>], out: &mut [&mut [u8]], from: usize, len: usize) {
-    let rows = out.len();
-    let mut i = from;
-    while i + 8 <= len {
-        let mut acc = [0u64; 3];
-        for col in cols.iter().rev() {
-            acc[1] = mul2_u64(acc[1]);
-            acc[2] = mul2_u64(mul2_u64(acc[2]));
-            if let Some(c) = col {
-                let d = word(c, i);
-                acc[0] ^= d;
-                acc[1] ^= d;
-                acc[2] ^= d;
-            }
-        }
-        for (r, o) in out.iter_mut().enumerate().take(rows) {
-            o[i..i + 8].copy_from_slice(&acc[r].to_le_bytes());
-        }
-        i += 8;
-    }
-    // Byte tail (lengths here are sector multiples, so this is only for odd test sizes).
-    while i < len {
-        let mut acc = [0u8; 3];
-        for col in cols.iter().rev() {
-            acc[1] = gf::mul(acc[1], 2);
-            acc[2] = gf::mul(acc[2], 4);
-            if let Some(c) = col {
-                acc[0] ^= c[i];
-                acc[1] ^= c[i];
-                acc[2] ^= c[i];
-            }
-        }
-        for (r, o) in out.iter_mut().enumerate() {
-            o[i] = acc[r];
-        }
-        i += 1;
-    }
+/// `outs (^)= coefs * ins` over the outputs' whole length with `kernel`, the tail portably.
+fn dot_with(
+    kernel: Kernel,
+    ins: &[&[u8]],
+    coefs: &[[u8; MAX_OUT]],
+    outs: &mut [&mut [u8]],
+    accumulate: bool,
+) {
+    let len = outs.first().map_or(0, |o| o.len());
+    assert!(outs.iter().all(|o| o.len() == len), "output lengths differ");
+    let done = simd::dot(kernel, ins, coefs, outs, len, accumulate);
+    simd::dot_portable(ins, coefs, outs, done, len, accumulate);
 }
 
-/// Computes parity rows `0..out.len()` of the data columns `cols` (`None` = a zero column).
-/// Every column and output must be at least `len` bytes; `out.len()` is 1 to 3.
+fn dot(ins: &[&[u8]], coefs: &[[u8; MAX_OUT]], outs: &mut [&mut [u8]], accumulate: bool) {
+    dot_with(simd::detected(), ins, coefs, outs, accumulate);
+}
+
+/// Computes parity rows `0..out.len()` of the data columns `cols` (`None` = a zero column)
+/// over their first `len` bytes. Every column and output must be at least `len` bytes;
+/// `out.len()` is 1 to 3.
 pub fn gen_rows(cols: &[Option<&[u8]>], out: &mut [&mut [u8]], len: usize) {
-    assert!((1..=3).contains(&out.len()), "1 to 3 parity rows");
+    assert!((1..=MAX_OUT).contains(&out.len()), "1 to 3 parity rows");
     assert!(cols.len() <= gf::MAX_DATA_COLUMNS);
-    let done = simd::gen_rows(cols, out, len);
-    gen_rows_portable(cols, out, done, len);
+    let mut ins = Vec::with_capacity(cols.len());
+    let mut coefs = Vec::with_capacity(cols.len());
+    for (i, c) in cols.iter().enumerate() {
+        if let Some(c) = c {
+            ins.push(&c[..len]);
+            coefs.push(column_coefs(i));
+        }
+    }
+    let mut outs: Vec<&mut [u8]> = out.iter_mut().map(|o| &mut o[..len]).collect();
+    let kernel = simd::detected();
+    // AVX2 encodes faster by Horner's rule than by general multiplies; the rest (and any
+    // tail) is the dot product.
+    let done = simd::encode(kernel, cols, &mut outs, len);
+    if done == 0 {
+        dot_with(kernel, &ins, &coefs, &mut outs, false);
+    } else {
+        simd::dot_portable(&ins, &coefs, &mut outs, done, len, false);
+    }
 }
 
-/// Computes all parity shards of `data`. All slices have the same length.
+/// Computes all parity shards of `data` in one pass. All slices have the same length.
 pub fn encode(data: &[&[u8]], parity: &mut [&mut [u8]]) {
     let len = parity.first().map_or(0, |p| p.len());
     assert!(data.iter().all(|d| d.len() == len) && parity.iter().all(|p| p.len() == len));
@@ -108,52 +100,34 @@ pub fn encode(data: &[&[u8]], parity: &mut [&mut [u8]]) {
 /// `dst ^= src`.
 pub fn xor_into(dst: &mut [u8], src: &[u8]) {
     assert_eq!(dst.len(), src.len());
-    let mut d = dst.chunks_exact_mut(8);
-    let mut s = src.chunks_exact(8);
-    for (a, b) in (&mut d).zip(&mut s) {
-        let v = word(a, 0) ^ word(b, 0);
-        a.copy_from_slice(&v.to_le_bytes());
-    }
-    for (a, b) in d.into_remainder().iter_mut().zip(s.remainder()) {
-        *a ^= b;
-    }
+    dot(&[src], &[[1, 0, 0]], &mut [dst], true);
 }
 
 /// `dst ^= c * src` in GF(2^8).
 pub fn mul_acc(dst: &mut [u8], src: &[u8], c: u8) {
     assert_eq!(dst.len(), src.len());
-    match c {
-        0 => {}
-        1 => xor_into(dst, src),
-        _ => {
-            let (lo, hi) = gf::nibble_tables(c);
-            let done = simd::mul_acc(dst, src, &lo, &hi);
-            for (a, b) in dst[done..].iter_mut().zip(&src[done..]) {
-                *a ^= lo[usize::from(b & 0x0F)] ^ hi[usize::from(b >> 4)];
-            }
-        }
+    if c != 0 {
+        dot(&[src], &[[c, 0, 0]], &mut [dst], true);
     }
 }
 
 /// Read-modify-write update: the data column `col` changed by `delta` (old XOR new); adjusts
-/// every parity row accordingly.
+/// every parity row accordingly, in one pass over `delta`.
 pub fn apply_delta(delta: &[u8], col: usize, parity: &mut [&mut [u8]]) {
-    for (row, p) in parity.iter_mut().enumerate() {
-        mul_acc(p, delta, gf::coef(row, col));
-    }
+    assert!((1..=MAX_OUT).contains(&parity.len()), "1 to 3 parity rows");
+    dot(&[delta], &[column_coefs(col)], parity, true);
 }
 
 thread_local! {
     static SCRATCH: RefCell<Vec<Vec<u8>>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Runs `f` with `n` zeroed scratch buffers of `len` bytes, reused per thread so the hot
-/// degraded-read path does not allocate.
+/// Runs `f` with `n` scratch buffers of `len` bytes (contents unspecified), reused per thread
+/// so that scrubbing does not allocate per stripe.
 fn with_scratch<R>(n: usize, len: usize, f: impl FnOnce(&mut [Vec<u8>]) -> R) -> R {
     let mut bufs = SCRATCH.with(|s| std::mem::take(&mut *s.borrow_mut()));
     bufs.resize_with(n.max(bufs.len()), Vec::new);
     for b in bufs.iter_mut().take(n) {
-        b.clear();
         b.resize(len, 0);
     }
     let r = f(&mut bufs[..n]);
@@ -161,8 +135,95 @@ fn with_scratch<R>(n: usize, len: usize, f: impl FnOnce(&mut [Vec<u8>]) -> R) ->
     r
 }
 
-/// Rebuilds the shards listed in `erased` in place. `shards` holds `k` data shards followed
-/// by `p` parity shards, all the same length; the content of erased shards on entry is ignored.
+/// How to rebuild a set of erased shards: which surviving shards to read and, for each, its
+/// coefficient in each lost shard (a row of the inverted code matrix).
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct DecodePlan {
+    /// Surviving shard indices to read (exactly `k`), ascending.
+    inputs: Vec<usize>,
+    /// Per input, its coefficient in each output.
+    coefs: Vec<[u8; MAX_OUT]>,
+    /// The erased shard indices, ascending (the outputs, in order).
+    outputs: Vec<usize>,
+}
+
+/// Solves for the erased shards as linear combinations of `k` survivors.
+///
+/// Lost data columns `c_j` come from the syndromes of the lowest surviving parity rows `R`:
+/// `D_cj = sum_i minv[j][i] * (P_Ri + sum_{d surviving} coef(R_i, d) * D_d)`. A lost parity row
+/// `r` is `sum_{d surviving} coef(r, d) * D_d + sum_j coef(r, c_j) * D_cj`; substituting the
+/// first expression makes every output a combination of the survivors alone, so one pass over
+/// the survivors produces all of them (ISA-L's decode structure).
+fn decode_plan(k: usize, p: usize, erased: &[usize]) -> Result<DecodePlan, ReconstructError> {
+    let mut er: Vec<usize> = erased.to_vec();
+    er.sort_unstable();
+    er.dedup();
+    if er.len() > p {
+        return Err(ReconstructError::TooManyErasures {
+            erased: er.len(),
+            parity: p,
+        });
+    }
+    let lost_data: Vec<usize> = er.iter().copied().filter(|&e| e < k).collect();
+    let lost_rows: Vec<usize> = er.iter().filter(|&&e| e >= k).map(|&e| e - k).collect();
+    let a = lost_data.len();
+    let rows: Vec<usize> = (0..p).filter(|r| !lost_rows.contains(r)).take(a).collect();
+    if rows.len() < a {
+        return Err(ReconstructError::TooManyErasures {
+            erased: er.len(),
+            parity: p,
+        });
+    }
+    let mut minv = [[0u8; 3]; 3];
+    if a > 0 {
+        let mut m = [[0u8; 3]; 3];
+        for (i, &r) in rows.iter().enumerate() {
+            for (j, &c) in lost_data.iter().enumerate() {
+                m[i][j] = gf::coef(r, c);
+            }
+        }
+        minv = gf::invert(&m, a).ok_or(ReconstructError::Invalid("singular system"))?;
+    }
+    let surviving: Vec<usize> = (0..k).filter(|d| !lost_data.contains(d)).collect();
+    let mut inputs = surviving.clone();
+    inputs.extend(rows.iter().map(|&r| k + r));
+    // lost_coef[j][x]: coefficient of input x in lost data column c_j.
+    let lost_coef: Vec<Vec<u8>> = (0..a)
+        .map(|j| {
+            let mut v: Vec<u8> = surviving
+                .iter()
+                .map(|&d| (0..a).fold(0u8, |s, i| s ^ gf::mul(minv[j][i], gf::coef(rows[i], d))))
+                .collect();
+            v.extend((0..a).map(|i| minv[j][i]));
+            v
+        })
+        .collect();
+    let mut coefs = vec![[0u8; MAX_OUT]; inputs.len()];
+    for (o, &e) in er.iter().enumerate() {
+        for (x, c) in coefs.iter_mut().enumerate() {
+            c[o] = if e < k {
+                let j = lost_data.iter().position(|&d| d == e).unwrap_or(0);
+                lost_coef[j][x]
+            } else {
+                let r = e - k;
+                let direct = surviving.get(x).map_or(0, |&d| gf::coef(r, d));
+                lost_data.iter().enumerate().fold(direct, |s, (j, &cj)| {
+                    s ^ gf::mul(gf::coef(r, cj), lost_coef[j][x])
+                })
+            };
+        }
+    }
+    Ok(DecodePlan {
+        inputs,
+        coefs,
+        outputs: er,
+    })
+}
+
+/// Rebuilds the shards listed in `erased` in place, in one pass over `k` of the survivors.
+/// `shards` holds `k` data shards followed by `p` parity shards, all the same length; the
+/// content of erased shards on entry is ignored, and surviving parity rows beyond the ones
+/// needed are not read.
 ///
 /// # Errors
 /// More erasures than parity rows, or malformed arguments.
@@ -171,6 +232,36 @@ pub fn reconstruct(
     k: usize,
     p: usize,
     erased: &[usize],
+) -> Result<(), ReconstructError> {
+    reconstruct_with(simd::detected(), shards, k, p, erased, None)
+}
+
+/// Like [`reconstruct`], but computes only the `wanted` shards, from survivors outside
+/// `unavailable` (which must include `wanted`): a degraded read needs the lost data, not the
+/// lost parity.
+///
+/// # Errors
+/// As [`reconstruct`], and when `wanted` is not a subset of `unavailable`.
+pub(crate) fn reconstruct_some(
+    shards: &mut [&mut [u8]],
+    k: usize,
+    p: usize,
+    unavailable: &[usize],
+    wanted: &[usize],
+) -> Result<(), ReconstructError> {
+    if wanted.iter().any(|w| !unavailable.contains(w)) {
+        return Err(ReconstructError::Invalid("wanted shard is available"));
+    }
+    reconstruct_with(simd::detected(), shards, k, p, unavailable, Some(wanted))
+}
+
+fn reconstruct_with(
+    kernel: Kernel,
+    shards: &mut [&mut [u8]],
+    k: usize,
+    p: usize,
+    erased: &[usize],
+    wanted: Option<&[usize]>,
 ) -> Result<(), ReconstructError> {
     if shards.len() != k + p || !(1..=3).contains(&p) || k == 0 || k > gf::MAX_DATA_COLUMNS {
         return Err(ReconstructError::Invalid("shard counts"));
@@ -182,79 +273,34 @@ pub fn reconstruct(
     if erased.iter().any(|&e| e >= k + p) {
         return Err(ReconstructError::Invalid("erased index out of range"));
     }
-    let mut er: Vec<usize> = erased.to_vec();
-    er.sort_unstable();
-    er.dedup();
-    if er.len() > p {
-        return Err(ReconstructError::TooManyErasures {
-            erased: er.len(),
-            parity: p,
-        });
-    }
-    let lost_data: Vec<usize> = er.iter().copied().filter(|&e| e < k).collect();
-    let lost_parity: Vec<usize> = er
-        .iter()
-        .copied()
-        .filter(|&e| e >= k)
-        .map(|e| e - k)
-        .collect();
-    if !lost_data.is_empty() {
-        // Use the lowest surviving parity rows, as many as there are lost data columns.
-        let rows: Vec<usize> = (0..p)
-            .filter(|r| !lost_parity.contains(r))
-            .take(lost_data.len())
+    let mut plan = decode_plan(k, p, erased)?;
+    if let Some(w) = wanted {
+        let keep: Vec<usize> = (0..plan.outputs.len())
+            .filter(|&o| w.contains(&plan.outputs[o]))
             .collect();
-        let a = lost_data.len();
-        if rows.len() < a {
-            return Err(ReconstructError::TooManyErasures {
-                erased: er.len(),
-                parity: p,
-            });
+        plan.outputs = keep.iter().map(|&o| plan.outputs[o]).collect();
+        for c in &mut plan.coefs {
+            let mut kept = [0u8; MAX_OUT];
+            for (dst, &o) in kept.iter_mut().zip(&keep) {
+                *dst = c[o];
+            }
+            *c = kept;
         }
-        let max_row = rows[a - 1];
-        with_scratch(max_row + 1, len, |scratch| {
-            // Syndromes: parity of the surviving data, XORed with the stored parity, leaves
-            // exactly the contribution of the lost columns.
-            {
-                let (data, _) = shards.split_at(k);
-                let cols: Vec<Option<&[u8]>> = (0..k)
-                    .map(|c| (!lost_data.contains(&c)).then(|| &*data[c]))
-                    .collect();
-                let mut outs: Vec<&mut [u8]> = scratch.iter_mut().map(Vec::as_mut_slice).collect();
-                gen_rows(&cols, &mut outs, len);
-            }
-            for &r in &rows {
-                xor_into(&mut scratch[r], shards[k + r]);
-            }
-            let mut m = [[0u8; 3]; 3];
-            for (i, &r) in rows.iter().enumerate() {
-                for (j, &c) in lost_data.iter().enumerate() {
-                    m[i][j] = gf::coef(r, c);
-                }
-            }
-            let minv = gf::invert(&m, a).ok_or(ReconstructError::Invalid("singular system"))?;
-            for (j, &c) in lost_data.iter().enumerate() {
-                let dst = &mut *shards[c];
-                dst.fill(0);
-                for (i, &r) in rows.iter().enumerate() {
-                    mul_acc(dst, &scratch[r], minv[j][i]);
-                }
-            }
-            Ok(())
-        })?;
     }
-    if !lost_parity.is_empty() {
-        let max_row = *lost_parity.iter().max().unwrap_or(&0);
-        with_scratch(max_row + 1, len, |scratch| {
-            let (data, par) = shards.split_at_mut(k);
-            let cols: Vec<Option<&[u8]>> = data.iter().map(|d| Some(&**d)).collect();
-            let mut outs: Vec<&mut [u8]> = scratch.iter_mut().map(Vec::as_mut_slice).collect();
-            gen_rows(&cols, &mut outs, len);
-            for &r in &lost_parity {
-                par[r].copy_from_slice(&scratch[r]);
-            }
-        });
+    if plan.outputs.is_empty() {
+        return Ok(());
     }
+    let mut ins: Vec<&[u8]> = Vec::with_capacity(plan.inputs.len());
+    let mut outs: Vec<&mut [u8]> = Vec::with_capacity(plan.outputs.len());
+    // Both index lists are ascending, so walking the shards in order fills them in plan order.
+    for (i, s) in shards.iter_mut().enumerate() {
+        if plan.outputs.contains(&i) {
+            outs.push(&mut **s);
+        } else if plan.inputs.contains(&i) {
+            ins.push(&**s);
+        }
+    }
+    dot_with(kernel, &ins, &plan.coefs, &mut outs, false);
     Ok(())
 }
 
@@ -266,12 +312,18 @@ pub fn verify(shards: &[&[u8]], k: usize, p: usize) -> Verdict {
     let len = shards.first().map_or(0, |s| s.len());
     with_scratch(p, len, |syn| {
         {
-            let cols: Vec<Option<&[u8]>> = shards[..k].iter().map(|d| Some(*d)).collect();
+            // Syndromes in one pass: every data column times its coefficients, plus the
+            // stored parity row itself.
+            let coefs: Vec<[u8; MAX_OUT]> = (0..k)
+                .map(column_coefs)
+                .chain((0..p).map(|r| {
+                    let mut c = [0u8; MAX_OUT];
+                    c[r] = 1;
+                    c
+                }))
+                .collect();
             let mut outs: Vec<&mut [u8]> = syn.iter_mut().map(Vec::as_mut_slice).collect();
-            gen_rows(&cols, &mut outs, len);
-        }
-        for r in 0..p {
-            xor_into(&mut syn[r], shards[k + r]);
+            dot(shards, &coefs, &mut outs, false);
         }
         if syn.iter().all(|s| s.iter().all(|&b| b == 0)) {
             return Verdict::Consistent;
@@ -357,27 +409,80 @@ pub(crate) mod tests {
     }
 
     #[test]
-    fn portable_and_simd_match_the_definition() {
-        for &(k, len) in &[
-            (1usize, 8usize),
-            (2, 4096),
-            (3, 136),
-            (8, 65536),
-            (13, 4104),
-            (30, 256),
-        ] {
-            let data = random_data(k, len, (k * 1000 + len) as u64);
-            for p in 1..=3 {
-                let want = reference_parity(&data, p);
-                assert_eq!(encoded(&data, p), want, "dispatch k={k} len={len} p={p}");
-                let mut port = vec![vec![0u8; len]; p];
-                {
-                    let cols: Vec<Option<&[u8]>> =
-                        data.iter().map(|d| Some(d.as_slice())).collect();
-                    let mut o: Vec<&mut [u8]> = port.iter_mut().map(Vec::as_mut_slice).collect();
-                    gen_rows_portable(&cols, &mut o, 0, len);
+    fn every_kernel_matches_the_definition() {
+        for kernel in simd::available() {
+            for &(k, len) in &[
+                (1usize, 8usize),
+                (2, 4096),
+                (3, 136),
+                (8, 65536),
+                (13, 4104),
+                (30, 256),
+                (4, 300),
+            ] {
+                let data = random_data(k, len, (k * 1000 + len) as u64);
+                for p in 1..=3 {
+                    let want = reference_parity(&data, p);
+                    assert_eq!(encoded(&data, p), want, "dispatch k={k} len={len} p={p}");
+                    let mut got = vec![vec![0xA5u8; len]; p];
+                    {
+                        let ins: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+                        let coefs: Vec<[u8; MAX_OUT]> = (0..k).map(column_coefs).collect();
+                        let mut o: Vec<&mut [u8]> = got.iter_mut().map(Vec::as_mut_slice).collect();
+                        dot_with(kernel, &ins, &coefs, &mut o, false);
+                    }
+                    assert_eq!(got, want, "{kernel:?} k={k} len={len} p={p}");
+                    // Accumulating onto the parity cancels it.
+                    {
+                        let ins: Vec<&[u8]> = data.iter().map(Vec::as_slice).collect();
+                        let coefs: Vec<[u8; MAX_OUT]> = (0..k).map(column_coefs).collect();
+                        let mut o: Vec<&mut [u8]> = got.iter_mut().map(Vec::as_mut_slice).collect();
+                        dot_with(kernel, &ins, &coefs, &mut o, true);
+                    }
+                    assert!(
+                        got.iter().flatten().all(|&b| b == 0),
+                        "{kernel:?} accumulate"
+                    );
                 }
-                assert_eq!(port, want, "portable k={k} len={len} p={p}");
+            }
+        }
+    }
+
+    #[test]
+    fn horner_encode_matches_the_definition() {
+        if !simd::available().contains(&Kernel::Avx2) {
+            return;
+        }
+        for &(k, len) in &[(1usize, 128usize), (5, 4096), (9, 640), (30, 256)] {
+            let data = random_data(k, len, k as u64 + 7);
+            for p in 1..=3 {
+                let mut cols: Vec<Option<&[u8]>> =
+                    data.iter().map(|d| Some(d.as_slice())).collect();
+                // A zero column in the middle (reconstruction passes those).
+                let mut zdata = data.clone();
+                if k > 2 {
+                    cols[1] = None;
+                    zdata[1].fill(0);
+                }
+                let want = reference_parity(&zdata, p);
+                let mut got = vec![vec![0u8; len]; p];
+                let mut o: Vec<&mut [u8]> = got.iter_mut().map(Vec::as_mut_slice).collect();
+                assert_eq!(simd::encode(Kernel::Avx2, &cols, &mut o, len), len);
+                assert_eq!(got, want, "k={k} len={len} p={p}");
+            }
+        }
+    }
+
+    #[test]
+    fn every_kernel_multiplies_by_every_constant() {
+        let src = random_data(1, 1024 + 40, 77).pop().unwrap_or_default();
+        for kernel in simd::available() {
+            for c in 0..=255u8 {
+                let mut dst = vec![0x3Cu8; src.len()];
+                dot_with(kernel, &[&src], &[[c, 0, 0]], &mut [&mut dst], true);
+                for (i, &d) in dst.iter().enumerate() {
+                    assert_eq!(d, 0x3C ^ gf::mul(c, src[i]), "{kernel:?} c={c} i={i}");
+                }
             }
         }
     }
@@ -402,9 +507,14 @@ pub(crate) mod tests {
         for &e in erased {
             all[e].fill(0xEE);
         }
-        let mut refs: Vec<&mut [u8]> = all.iter_mut().map(Vec::as_mut_slice).collect();
-        reconstruct(&mut refs, k, p, erased).expect("reconstruct");
-        assert_eq!(all, want, "k={k} p={p} erased={erased:?}");
+        for kernel in simd::available() {
+            for &e in erased {
+                all[e].fill(0xEE);
+            }
+            let mut refs: Vec<&mut [u8]> = all.iter_mut().map(Vec::as_mut_slice).collect();
+            reconstruct_with(kernel, &mut refs, k, p, erased, None).expect("reconstruct");
+            assert_eq!(all, want, "{kernel:?} k={k} p={p} erased={erased:?}");
+        }
     }
 
     #[test]
@@ -421,6 +531,31 @@ pub(crate) mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn reconstruct_some_computes_only_what_is_wanted() {
+        let (k, p) = (4, 3);
+        let data = random_data(k, 4096, 8);
+        let par = encoded(&data, p);
+        let mut all: Vec<Vec<u8>> = data.iter().chain(par.iter()).cloned().collect();
+        let want = all.clone();
+        // Data shard 1 is lost; Q and R were not read (a degraded read reads k shards).
+        for i in [1, k + 1, k + 2] {
+            all[i].fill(0xEE);
+        }
+        let mut refs: Vec<&mut [u8]> = all.iter_mut().map(Vec::as_mut_slice).collect();
+        reconstruct_some(&mut refs, k, p, &[1, k + 1, k + 2], &[1]).expect("reconstruct");
+        assert_eq!(all[1], want[1]);
+        assert!(
+            all[k + 1].iter().chain(&all[k + 2]).all(|&b| b == 0xEE),
+            "not computed"
+        );
+        let mut refs: Vec<&mut [u8]> = all.iter_mut().map(Vec::as_mut_slice).collect();
+        assert!(
+            reconstruct_some(&mut refs, k, p, &[1], &[2]).is_err(),
+            "2 is available"
+        );
     }
 
     #[test]

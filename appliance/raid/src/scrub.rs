@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use dw_blockdev::{AlignedBuf, IoBuf, IoReq, run_batch};
 
-use crate::array::{Inner, LoadError, SECTOR};
+use crate::array::{Inner, LoadError, SECTOR, Want};
 use crate::errors::ArrayIoError;
 use crate::layout::Region;
 use crate::parity::{self, Verdict};
@@ -505,7 +505,7 @@ impl Inner {
             };
             let _g = self.lock_key(s);
             let snap = self.snapshot();
-            let shards = match self.load_row(&snap, s, ra, rb - ra, exclude) {
+            let shards = match self.load_row(&snap, s, ra, rb - ra, exclude, Want::Data) {
                 Ok((sh, _)) => sh,
                 Err(LoadError::Fatal(_) | LoadError::ReadErrors(_)) => return Ok(None),
                 Err(LoadError::Retry) => return Ok(None),
@@ -547,16 +547,32 @@ impl Inner {
             };
             let row = l.stripe_row(s);
             let _g = self.lock_key(s);
-            let snap = self.snapshot();
-            let (old, _) = match self.load_row(&snap, s, ra, rb - ra, &[]) {
-                Ok(x) => x,
-                Err(LoadError::Fatal(e)) => return Err(e),
-                Err(_) => {
-                    return Err(ArrayIoError::Offline {
-                        name: self.geom.name.clone(),
-                        reason: "members failed during repair".into(),
-                    });
+            let mut exclude: Vec<usize> = Vec::new();
+            let mut loaded = None;
+            // Bounded: each retry follows a member failure or excludes another role.
+            for _ in 0..l.n + 4 {
+                let snap = self.snapshot();
+                match self.load_row(&snap, s, ra, rb - ra, &exclude, Want::All) {
+                    Ok((x, _)) => {
+                        loaded = Some((x, snap));
+                        break;
+                    }
+                    Err(LoadError::Fatal(e)) => return Err(e),
+                    Err(LoadError::Retry) => {}
+                    Err(LoadError::ReadErrors(roles)) => {
+                        for r in roles {
+                            if !exclude.contains(&r) {
+                                exclude.push(r);
+                            }
+                        }
+                    }
                 }
+            }
+            let Some((old, snap)) = loaded else {
+                return Err(ArrayIoError::Offline {
+                    name: self.geom.name.clone(),
+                    reason: "members kept failing during repair".into(),
+                });
             };
             let mut new = old.clone();
             let mut q = within;
@@ -575,7 +591,8 @@ impl Inner {
                 parity::encode(&cols, &mut outs);
             }
             for i in 0..k + p {
-                if new[i][..] != old[i][..] {
+                // Rewrite what differs, and sectors that returned read errors.
+                if new[i][..] != old[i][..] || exclude.contains(&l.role_of_shard(s, i)) {
                     for m in snap.writers(l.role_of_shard(s, i)) {
                         if let Err(e) = m.dev.write_at(&new[i], self.moff(row, ra)) {
                             self.fail_device(m.uuid, FailReason::IoError, &e.to_string());

@@ -12,9 +12,18 @@
 //! A second scenario runs degraded before the crash (one member already failed): acknowledged
 //! data must survive the crash although its stripes' parity cannot be resynchronised.
 //!
-//! `DW_CRASH_ITERS` sets the iterations per configuration (default 60; CI default; the
-//! long-running mode is e.g. `DW_CRASH_ITERS=5000`). A failure prints the seed; rerun one seed
-//! with `DW_CRASH_SEED`.
+//! The checks are themselves checked: with the journal switched off (test-only switch) the
+//! degraded scenario must find lost acknowledged data on RAID-5/6, and with the write-intent
+//! bitmap switched off the healthy scenario must find stripes and mirrors left inconsistent.
+//!
+//! Iterations: `DW_CRASH_ITERS` per configuration and scenario. The default (150) gives 4,500
+//! seeded power cuts per run (16 healthy + 14 degraded configurations), about 35 s of CPU in
+//! the dev profile here (the two scenarios run in parallel: 20–75 s wall on the shared 2-CPU
+//! machine, depending on its load), which is what CI runs. The
+//! long-running mode is the same tests with more seeds, e.g.
+//! `DW_CRASH_ITERS=20000 cargo test --release -p dw-raid --test crash` (600,000 power cuts).
+//! A failure prints the level, member count, seed and scenario; `DW_CRASH_SEED=<seed>` reruns
+//! exactly that case (in every configuration of the scenario).
 // Test sizes are a few MiB on a 64-bit host: u64 -> usize casts cannot truncate here.
 #![allow(clippy::cast_possible_truncation)]
 
@@ -33,6 +42,8 @@ use rand::Rng;
 const MEMBER: u64 = 3 * MIB;
 const CHUNK: u32 = 8192;
 const BLOCK: usize = 4096;
+/// Iterations per configuration and scenario in CI (see the header).
+const DEFAULT_ITERS: u64 = 150;
 
 fn hash(b: &[u8]) -> u64 {
     let mut h = DefaultHasher::new();
@@ -44,7 +55,7 @@ fn iterations() -> u64 {
     std::env::var("DW_CRASH_ITERS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(60)
+        .unwrap_or(DEFAULT_ITERS)
 }
 
 /// A populated, cleanly closed array to start every iteration from.
@@ -64,18 +75,42 @@ fn base(level: Level, n: usize) -> (Vec<Arc<MemDev>>, Vec<u8>) {
     (rig.mems, model)
 }
 
+/// What happened before the cut, relative to the base contents.
 struct Outcome {
-    durable: Vec<u8>,
+    /// Blocks changed and acknowledged by a flush (the rest must still be as in the base).
+    durable: HashMap<usize, Box<[u8]>>,
     /// Block -> hashes of values written since the last acknowledged flush.
     pending: HashMap<usize, HashSet<u64>>,
 }
 
-fn run_until_cut(a: &Array, domain: &PowerDomain, model: &[u8], seed: u64) -> Outcome {
+impl Outcome {
+    fn durable_block<'a>(&'a self, base: &'a [u8], blk: usize) -> &'a [u8] {
+        self.durable
+            .get(&blk)
+            .map_or(&base[blk * BLOCK..(blk + 1) * BLOCK], |b| &b[..])
+    }
+}
+
+/// Test switches for the scenario (the negative controls turn protection off).
+#[derive(Debug, Clone, Copy, Default)]
+struct Scenario {
+    /// One member fails before the crash.
+    degraded: bool,
+    /// Journal off (test-only switch).
+    no_journal: bool,
+    /// Write-intent bitmap off (test-only switch).
+    no_bitmap: bool,
+}
+
+fn run_until_cut(a: &Array, domain: &PowerDomain, base: &[u8], seed: u64) -> Outcome {
     let mut r = rng(seed);
     let g = a.geometry();
-    let mut current = model.to_vec();
-    let mut durable = model.to_vec();
-    let mut pending: HashMap<usize, HashSet<u64>> = HashMap::new();
+    let mut o = Outcome {
+        durable: HashMap::new(),
+        pending: HashMap::new(),
+    };
+    // Written since the last flush: the newest value of each block.
+    let mut unflushed: HashMap<usize, Box<[u8]>> = HashMap::new();
     let persist = [0.0, 0.5, 1.0, r.random_range(0.0..1.0)][r.random_range(0..4)];
     domain.arm(r.random_range(0..400), persist);
     for _ in 0..80 {
@@ -90,11 +125,12 @@ fn run_until_cut(a: &Array, domain: &PowerDomain, model: &[u8], seed: u64) -> Ou
                 // Acknowledged or not, these blocks may now hold the new data.
                 for (i, chunk) in d.chunks(BLOCK).enumerate() {
                     let blk = off as usize / BLOCK + i;
-                    pending.entry(blk).or_default().insert(hash(chunk));
+                    o.pending.entry(blk).or_default().insert(hash(chunk));
+                    if ok {
+                        unflushed.insert(blk, chunk.into());
+                    }
                 }
-                if ok {
-                    current[off as usize..(off + len) as usize].copy_from_slice(&d);
-                } else {
+                if !ok {
                     break;
                 }
             }
@@ -102,16 +138,19 @@ fn run_until_cut(a: &Array, domain: &PowerDomain, model: &[u8], seed: u64) -> Ou
                 let (off, len) = random_write(&mut r, &g);
                 let mut b = vec![0u8; len as usize];
                 if a.read(off, &mut b).is_ok() {
-                    assert!(
-                        b == current[off as usize..(off + len) as usize],
-                        "seed {seed}: read before the crash differs"
-                    );
+                    for (i, got) in b.chunks(BLOCK).enumerate() {
+                        let blk = off as usize / BLOCK + i;
+                        let want = unflushed
+                            .get(&blk)
+                            .map_or_else(|| o.durable_block(base, blk), |b| &b[..]);
+                        assert!(got == want, "seed {seed}: read before the crash differs");
+                    }
                 }
             }
             _ => {
                 if a.flush().is_ok() {
-                    durable.clone_from(&current);
-                    pending.clear();
+                    o.durable.extend(unflushed.drain());
+                    o.pending.clear();
                 } else {
                     break;
                 }
@@ -121,35 +160,45 @@ fn run_until_cut(a: &Array, domain: &PowerDomain, model: &[u8], seed: u64) -> Ou
     if !domain.is_cut() {
         domain.cut(persist);
     }
-    Outcome { durable, pending }
+    o
 }
 
-fn check(level: Level, n: usize, seed: u64, got: &[u8], o: &Outcome, strict_pending: bool) {
+fn check(
+    what: &str,
+    base: &[u8],
+    got: &[u8],
+    o: &Outcome,
+    strict_pending: bool,
+) -> Result<(), String> {
     for (blk, chunk) in got.chunks(BLOCK).enumerate() {
-        let want = &o.durable[blk * BLOCK..(blk + 1) * BLOCK];
-        if chunk == want {
+        if chunk == o.durable_block(base, blk) {
             continue;
         }
         match o.pending.get(&blk) {
             Some(set) if !strict_pending || set.contains(&hash(chunk)) => {}
-            _ => panic!(
-                "{level} n={n} seed={seed}: block {blk} (offset {}) holds data that was neither \
-                 acknowledged nor written (pending values: {})",
-                blk * BLOCK,
-                o.pending.get(&blk).map_or(0, HashSet::len)
-            ),
+            _ => {
+                return Err(format!(
+                    "{what}: block {blk} (offset {}) holds data that was neither acknowledged \
+                     nor written (pending values: {})",
+                    blk * BLOCK,
+                    o.pending.get(&blk).map_or(0, HashSet::len)
+                ));
+            }
         }
     }
+    Ok(())
 }
 
+/// One seeded power cut: run, cut, reassemble, check, fail a member, check again.
 fn one_iteration(
     level: Level,
     n: usize,
     base_mems: &[Arc<MemDev>],
     model: &[u8],
     seed: u64,
-    degraded: bool,
-) {
+    sc: Scenario,
+) -> Result<(), String> {
+    let what = format!("{level} n={n} seed={seed} {sc:?}");
     let mems: Vec<Arc<MemDev>> = base_mems
         .iter()
         .enumerate()
@@ -165,8 +214,9 @@ fn one_iteration(
     let asm =
         Array::assemble(rig.devs.clone(), &AssembleOptions::default()).expect("assemble base");
     let a = asm.array;
+    a.testing_disable_protection(sc.no_journal, sc.no_bitmap);
     let victim = (seed as usize) % n;
-    if degraded {
+    if sc.degraded {
         rig.handles[victim].fail_device("failed before the crash");
         let mut b = vec![0u8; 4096];
         // Let the array notice (a write touching every member would also do).
@@ -184,60 +234,122 @@ fn one_iteration(
     // Restart.
     let rig = Rig::over(&mems, FaultConfig::default(), None);
     let asm = Array::assemble(rig.devs.clone(), &AssembleOptions::default())
-        .unwrap_or_else(|e| panic!("{level} n={n} seed={seed}: reassembly failed: {e}"));
+        .map_err(|e| format!("{what}: reassembly failed: {e}"))?;
     let a = asm.array;
-    let got = read_all(&a)
-        .unwrap_or_else(|e| panic!("{level} n={n} seed={seed}: read after restart: {e}"));
+    let got = read_all(&a).map_err(|e| format!("{what}: read after restart: {e}"))?;
     // Degraded before the crash: unacknowledged full-stripe writes may read as anything
     // (documented); acknowledged data must be exact.
-    check(level, n, seed, &got, &outcome, !degraded);
-    if !degraded && level.tolerance(n, if level == Level::Raid1 { n } else { 2 }) > 0 {
+    check(&what, model, &got, &outcome, !sc.degraded)?;
+    if !sc.degraded && level.tolerance(n, if level == Level::Raid1 { n } else { 2 }) > 0 {
         let fail = (seed as usize / 7) % n;
         rig.handles[fail].fail_device("failed after the restart");
-        let again = read_all(&a)
-            .unwrap_or_else(|e| panic!("{level} n={n} seed={seed}: degraded read: {e}"));
+        let again = read_all(&a).map_err(|e| format!("{what}: degraded read: {e}"))?;
         if again != got {
             let blk = again
                 .chunks(BLOCK)
                 .zip(got.chunks(BLOCK))
                 .position(|(x, y)| x != y)
                 .unwrap_or(0);
-            panic!(
-                "{level} n={n} seed={seed}: after failing member {fail}, block {blk} reconstructs \
-                 differently (write hole)"
-            );
+            return Err(format!(
+                "{what}: after failing member {fail}, block {blk} reconstructs differently \
+                 (write hole)"
+            ));
         }
     }
+    Ok(())
 }
 
-fn run(degraded: bool) {
-    let iters = iterations();
+fn configs(sc: Scenario) -> impl Iterator<Item = (Level, usize)> {
+    CONFIGS
+        .iter()
+        .copied()
+        .filter(move |&(level, n)| !sc.degraded || level.tolerance(n, 2) > 0)
+}
+
+fn seeds(n: usize, sc: Scenario, iters: u64) -> Vec<u64> {
     let only: Option<u64> = std::env::var("DW_CRASH_SEED")
         .ok()
         .and_then(|v| v.parse().ok());
-    for &(level, n) in CONFIGS {
-        if degraded && level.tolerance(n, 2) == 0 {
-            continue;
-        }
+    match only {
+        Some(s) => vec![s],
+        None => (0..iters)
+            .map(|i| i * 7919 + n as u64 + u64::from(sc.degraded) * 1_000_003)
+            .collect(),
+    }
+}
+
+fn run(sc: Scenario) {
+    let iters = iterations();
+    let mut total = 0u64;
+    for (level, n) in configs(sc) {
         let (mems, model) = base(level, n);
-        let seeds: Vec<u64> = match only {
-            Some(s) => vec![s],
-            None => (0..iters)
-                .map(|i| i * 7919 + n as u64 + u64::from(degraded) * 1_000_003)
-                .collect(),
-        };
-        for seed in seeds {
-            one_iteration(level, n, &mems, &model, seed, degraded);
+        for seed in seeds(n, sc, iters) {
+            if let Err(e) = one_iteration(level, n, &mems, &model, seed, sc) {
+                panic!("{e}");
+            }
+            total += 1;
         }
     }
+    eprintln!("{sc:?}: {total} seeded power cuts, all consistent");
+}
+
+/// Runs `sc` (with protection switched off) until the checks report a failure; returns it.
+fn first_failure(sc: Scenario, levels: &[Level], max_seeds: u64) -> Option<String> {
+    for (level, n) in configs(sc).filter(|(l, _)| levels.contains(l)) {
+        let (mems, model) = base(level, n);
+        for seed in seeds(n, sc, max_seeds) {
+            if let Err(e) = one_iteration(level, n, &mems, &model, seed, sc) {
+                return Some(e);
+            }
+        }
+    }
+    None
 }
 
 #[test]
 fn power_cuts_never_lose_acknowledged_writes() {
-    run(false);
+    run(Scenario::default());
 }
 
 #[test]
 fn power_cut_while_degraded_keeps_acknowledged_data() {
-    run(true);
+    run(Scenario {
+        degraded: true,
+        ..Scenario::default()
+    });
+}
+
+#[test]
+fn without_the_journal_the_checks_find_the_write_hole() {
+    let sc = Scenario {
+        degraded: true,
+        no_journal: true,
+        ..Scenario::default()
+    };
+    let found = first_failure(sc, &[Level::Raid5, Level::Raid6], 400);
+    assert!(
+        found.is_some(),
+        "the crash checks did not notice a disabled journal"
+    );
+    eprintln!(
+        "as expected without the journal: {}",
+        found.unwrap_or_default()
+    );
+}
+
+#[test]
+fn without_the_bitmap_the_checks_find_stale_redundancy() {
+    let sc = Scenario {
+        no_bitmap: true,
+        ..Scenario::default()
+    };
+    let found = first_failure(sc, &[Level::Raid1, Level::RaidZ1, Level::RaidZ2], 400);
+    assert!(
+        found.is_some(),
+        "the crash checks did not notice a disabled bitmap"
+    );
+    eprintln!(
+        "as expected without the bitmap: {}",
+        found.unwrap_or_default()
+    );
 }

@@ -406,3 +406,207 @@ impl InfoId for Arc<dyn dw_blockdev::BlockDev> {
         &self.info().id
     }
 }
+
+/// Waits until some member is being rebuilt and has made progress.
+fn wait_for_rebuild_progress(a: &Array, what: &str) {
+    let t0 = Instant::now();
+    loop {
+        let st = a.status();
+        let progress = st.members.iter().any(
+            |m| matches!(m.state, MemberState::Rebuilding { done_bytes, .. } if done_bytes > 0),
+        );
+        if progress {
+            return;
+        }
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "{what}: no rebuild under way: {st:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[test]
+fn a_second_failure_during_a_rebuild_is_rebuilt_onto_the_next_spare() {
+    // RAID-6: member 1 fails and rebuilds onto spare A; while that runs, member 3 fails. When
+    // the first rebuild ends, the second must start onto spare B on its own.
+    let (rig, a, model) = filled(Level::Raid6, 5, 17);
+    let spares = Rig::new(&[MEMBER, MEMBER]);
+    a.set_auto_rebuild(true);
+    a.set_throttle(2 * MIB);
+    a.add_spare(spares.devs[0].clone()).expect("spare A");
+    a.add_spare(spares.devs[1].clone()).expect("spare B");
+    rig.handles[1].fail_device("first failure");
+    let mut b = vec![0u8; 4096];
+    for off in (0..a.size()).step_by(64 * 1024) {
+        a.read(off, &mut b).expect("degraded read");
+    }
+    wait_for_rebuild_progress(&a, "first");
+    rig.handles[3].fail_device("second failure, during the rebuild");
+    for off in (0..a.size()).step_by(64 * 1024) {
+        a.read(off, &mut b).expect("doubly degraded read");
+    }
+    a.set_throttle(0);
+    a.wait_idle();
+    let st = a.status();
+    assert_eq!(st.state, ArrayState::Healthy, "{st:?}");
+    for sp in &spares.devs {
+        assert!(
+            st.members
+                .iter()
+                .any(|m| m.role.is_some() && m.device.as_deref() == Some(sp.info_id())),
+            "spare {} not in a role: {st:?}",
+            sp.info_id()
+        );
+    }
+    assert!(read_all(&a).expect("read") == model);
+    // Both rebuilt members hold real data: lose two of the original ones.
+    rig.handles[0].fail_device("third");
+    rig.handles[2].fail_device("fourth");
+    assert!(
+        read_all(&a).expect("read") == model,
+        "data relies on both spares"
+    );
+}
+
+#[test]
+fn a_spare_dying_mid_rebuild_is_replaced_by_the_next_spare() {
+    let (rig, a, model) = filled(Level::Raid5, 4, 19);
+    let spares = Rig::new(&[MEMBER, MEMBER]);
+    a.set_auto_rebuild(true);
+    a.set_throttle(2 * MIB);
+    a.add_spare(spares.devs[0].clone()).expect("spare A");
+    a.add_spare(spares.devs[1].clone()).expect("spare B");
+    rig.handles[0].fail_device("member fails");
+    let mut b = vec![0u8; 4096];
+    a.read(0, &mut b).expect("degraded read");
+    wait_for_rebuild_progress(&a, "onto spare A");
+    spares.handles[0].fail_device("the spare being rebuilt dies");
+    a.set_throttle(0);
+    a.wait_idle();
+    let st = a.status();
+    assert_eq!(st.state, ArrayState::Healthy, "{st:?}");
+    assert!(
+        st.members
+            .iter()
+            .any(|m| m.role == Some(0) && m.device.as_deref() == Some(spares.devs[1].info_id())),
+        "spare B took role 0: {st:?}"
+    );
+    assert!(read_all(&a).expect("read") == model);
+    rig.handles[2].fail_device("and another");
+    assert!(
+        read_all(&a).expect("read") == model,
+        "data relies on spare B"
+    );
+}
+
+#[test]
+fn rebuild_rate_after_a_restart_counts_only_this_run() {
+    // A rebuild resumed at assembly reports done bytes including the earlier run, but its
+    // rate only from this run: with the throttle at 4 MiB/s it can never exceed about that.
+    let (rig, a, _model) = filled(Level::RaidZ2, 5, 23);
+    let spare = Rig::new(&[MEMBER]);
+    a.set_auto_rebuild(true);
+    a.set_throttle(4 * MIB);
+    a.add_spare(spare.devs[0].clone()).expect("spare");
+    rig.handles[2].fail_device("dies");
+    read_all(&a).expect("read (notices the failure)");
+    let t0 = Instant::now();
+    loop {
+        let j = a.job().expect("job");
+        if j.done_bytes * 2 > j.total_bytes {
+            break;
+        }
+        assert!(t0.elapsed() < Duration::from_secs(60), "{j:?}");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    a.flush().expect("flush");
+    drop(a);
+    rig.handles[2].revive();
+    let mut devs = rig.devs.clone();
+    devs.push(spare.devs[0].clone());
+    let asm = Array::assemble(devs, &AssembleOptions::default()).expect("reassemble");
+    let a = asm.array;
+    // Slow enough that the bytes of the earlier run would dominate a whole-job average
+    // (more than 1 MiB in 0.6 s), fast enough to show a rate.
+    a.set_throttle(MIB / 2);
+    std::thread::sleep(Duration::from_millis(600));
+    let j = a.job().expect("resumed job");
+    assert!(j.done_bytes * 2 > j.total_bytes, "{j:?}");
+    assert!(
+        j.rate_bytes_per_sec > 0.0 && j.rate_bytes_per_sec < f64::from(1u32 << 20),
+        "rate {} B/s must be this run's (about 512 KiB/s): {j:?}",
+        j.rate_bytes_per_sec
+    );
+    assert!(j.eta_secs.is_some(), "{j:?}");
+    a.set_throttle(0);
+    a.wait_idle();
+    assert_eq!(a.status().state, ArrayState::Healthy);
+}
+
+#[test]
+fn replacing_members_many_times_prunes_the_member_table() {
+    // Every replacement adds an entry and fails the old one; the 64-entry table must drop
+    // failed entries instead of overflowing (which used to panic inside the commit).
+    let rig = Rig::new(&[MEMBER; 2]);
+    let a = Array::create(&rig.devs, &[], &spec(Level::Raid1, CHUNK)).expect("create");
+    let data = random_data(&mut rng(1), 64 * 1024);
+    a.write(0, &data).expect("write");
+    let mut news = Vec::new();
+    for i in 0..70 {
+        let new = Rig::new(&[MEMBER]);
+        a.replace_member(i % 2, Some(new.devs[0].clone()))
+            .unwrap_or_else(|e| panic!("replacement {i}: {e}"));
+        a.wait_idle();
+        news.push(new);
+    }
+    let st = a.status();
+    assert_eq!(st.state, ArrayState::Healthy);
+    assert!(st.members.len() <= 64, "{} entries", st.members.len());
+    let mut b = vec![0u8; data.len()];
+    a.read(0, &mut b).expect("read");
+    assert_eq!(b, data);
+    a.close().expect("close");
+    // The last two replacements serve; a long-replaced device (its entry pruned) is refused as
+    // removed earlier, a recently replaced one as marked failed.
+    let mut devs: Vec<_> = news[68..].iter().map(|r| r.devs[0].clone()).collect();
+    devs.push(news[0].devs[0].clone());
+    devs.push(news[67].devs[0].clone());
+    let asm = Array::assemble(devs, &AssembleOptions::default()).expect("assemble");
+    let reasons: Vec<&str> = asm.rejected.iter().map(|r| r.reason.as_str()).collect();
+    assert!(
+        reasons.iter().any(|r| r.contains("removed earlier")),
+        "{reasons:?}"
+    );
+    assert!(
+        reasons.iter().any(|r| r.contains("marked failed")),
+        "{reasons:?}"
+    );
+    asm.array.read(0, &mut b).expect("read");
+    assert_eq!(b, data);
+}
+
+#[test]
+fn a_full_member_table_is_an_error_not_a_panic() {
+    let rig = Rig::new(&[MEMBER; 2]);
+    let a = Array::create(&rig.devs, &[], &spec(Level::Raid1, CHUNK)).expect("create");
+    a.set_auto_rebuild(false);
+    let spares = Rig::new(&[MEMBER; 63]);
+    for (i, d) in spares.devs.iter().enumerate().take(62) {
+        a.add_spare(d.clone())
+            .unwrap_or_else(|e| panic!("spare {i}: {e}"));
+    }
+    let e = a
+        .add_spare(spares.devs[62].clone())
+        .expect_err("65th entry");
+    assert!(matches!(e, dw_raid::ManageError::TableFull { .. }), "{e}");
+    let e = a
+        .replace_member(0, Some(spares.devs[62].clone()))
+        .expect_err("no room for a replacement either");
+    assert!(matches!(e, dw_raid::ManageError::TableFull { .. }), "{e}");
+    // Replacing from a spare needs no new entry and works.
+    a.replace_member(0, None).expect("replace from a spare");
+    a.wait_idle();
+    assert_eq!(a.status().state, ArrayState::Healthy);
+    a.close().expect("close");
+}

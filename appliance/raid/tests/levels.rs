@@ -261,6 +261,9 @@ fn mixed_sizes_use_the_smallest_and_limits_are_errors() {
         plan.is_some_and(|(_, waste)| waste >= 3 * MIB - 64 * 1024),
         "waste reported"
     );
+    // The running array reports the same waste as the planner; equal members waste nothing.
+    assert_eq!(Some(a.status().wasted_bytes), plan.map(|p| p.1));
+    assert_eq!(b.status().wasted_bytes, 0);
     let two = Rig::new(&[MEMBER; 2]);
     let e = Array::create(&two.devs, &[], &spec(Level::Raid6, CHUNK)).expect_err("too few");
     assert!(e.to_string().contains("at least 4"), "{e}");
@@ -285,4 +288,116 @@ fn mixed_sizes_use_the_smallest_and_limits_are_errors() {
         z.read(g.size, &mut vec![0; 4096]),
         Err(ArrayIoError::OutOfRange { .. })
     ));
+}
+
+/// Rewrites both superblock copies of `dev` with `edit` applied (checksums recomputed).
+fn rewrite_superblock(dev: &dyn BlockDev, edit: impl Fn(&mut dw_raid::superblock::Superblock)) {
+    let mut sb = Array::read_superblock(dev).expect("superblock");
+    edit(&mut sb);
+    let b = sb.encode();
+    dev.write_at(&b, dw_raid::superblock::SB_PRIMARY)
+        .expect("primary");
+    dev.write_at(&b, dw_raid::superblock::backup_offset(dev.info().size))
+        .expect("backup");
+}
+
+#[test]
+fn assembly_rejection_cases_each_name_their_reason() {
+    let rig = Rig::new(&[MEMBER; 3]);
+    let a = Array::create(&rig.devs, &[], &spec(Level::Raid5, CHUNK)).expect("create");
+    let data = vec![0x77; 32 * 1024];
+    a.write(0, &data).expect("write");
+    a.close().expect("close");
+    let generation = Array::read_superblock(rig.devs[0].as_ref())
+        .expect("sb")
+        .generation;
+    let clone = |i: usize, id: &str| -> std::sync::Arc<dyn BlockDev> {
+        std::sync::Arc::new(rig.mems[i].deep_clone(id))
+    };
+    // A member removed earlier: this array's superblock, but a member the table does not know.
+    let removed = clone(0, "removed");
+    rewrite_superblock(removed.as_ref(), |sb| {
+        sb.member_uuid = uuid::Uuid::new_v4();
+        sb.generation = sb.generation.saturating_sub(1);
+    });
+    // A cloned disk: the same member UUID twice.
+    let cloned = clone(1, "cloned");
+    // A geometry that disagrees with the newest superblock.
+    let other_geometry = clone(2, "other-geometry");
+    rewrite_superblock(other_geometry.as_ref(), |sb| {
+        sb.chunk *= 2;
+        sb.generation -= 1;
+    });
+    // Member 2 itself one commit behind (an interrupted update): accepted and refreshed.
+    rewrite_superblock(rig.devs[2].as_ref(), |sb| sb.generation -= 1);
+    let mut devs = rig.devs.clone();
+    devs.extend([removed, cloned, other_geometry]);
+    let asm = Array::assemble(devs, &AssembleOptions::default()).expect("assemble");
+    let reason = |id: &str| {
+        asm.rejected
+            .iter()
+            .find(|r| r.device == id)
+            .map(|r| r.reason.clone())
+            .unwrap_or_else(|| panic!("{id} not rejected: {:?}", asm.rejected))
+    };
+    assert!(
+        reason("removed").contains("removed earlier"),
+        "{}",
+        reason("removed")
+    );
+    assert!(
+        reason("cloned").contains("duplicate"),
+        "{}",
+        reason("cloned")
+    );
+    assert!(
+        reason("other-geometry").contains("different geometry"),
+        "{}",
+        reason("other-geometry")
+    );
+    assert_eq!(asm.rejected.len(), 3, "{:?}", asm.rejected);
+    assert!(
+        asm.notes.iter().any(|n| n.contains("behind")),
+        "{:?}",
+        asm.notes
+    );
+    assert_eq!(asm.array.status().state, ArrayState::Healthy);
+    let mut b = vec![0u8; data.len()];
+    asm.array.read(0, &mut b).expect("read");
+    assert_eq!(b, data);
+    // Refreshed: every member now carries the same, newer generation.
+    let gens: Vec<u64> = rig
+        .devs
+        .iter()
+        .map(|d| Array::read_superblock(d.as_ref()).expect("sb").generation)
+        .collect();
+    assert!(
+        gens.iter().all(|&g| g == gens[0] && g > generation),
+        "{gens:?}"
+    );
+}
+
+#[test]
+fn a_damaged_primary_superblock_is_read_from_the_backup_and_rewritten() {
+    let rig = Rig::new(&[MEMBER; 4]);
+    let a = Array::create(&rig.devs, &[], &spec(Level::Raid6, CHUNK)).expect("create");
+    let data = vec![0x42; 64 * 1024];
+    a.write(0, &data).expect("write");
+    a.close().expect("close");
+    let sb_at = dw_raid::superblock::SB_PRIMARY;
+    rig.handles[1].corrupt(sb_at, 4096, 7).expect("corrupt");
+    let raw = |i: usize| dw_blockdev::read_vec(rig.mems[i].as_ref(), sb_at, 4096).expect("read");
+    assert!(
+        dw_raid::superblock::Superblock::decode(&raw(1)).is_err(),
+        "the primary copy is damaged"
+    );
+    let asm = Array::assemble(rig.devs.clone(), &AssembleOptions::default()).expect("assemble");
+    assert!(asm.rejected.is_empty(), "{:?}", asm.rejected);
+    assert_eq!(asm.array.status().state, ArrayState::Healthy);
+    let fixed = dw_raid::superblock::Superblock::decode(&raw(1)).expect("primary rewritten");
+    let other = dw_raid::superblock::Superblock::decode(&raw(0)).expect("member 0");
+    assert_eq!(fixed.generation, other.generation);
+    let mut b = vec![0u8; data.len()];
+    asm.array.read(0, &mut b).expect("read");
+    assert_eq!(b, data);
 }
