@@ -274,7 +274,12 @@ pub(crate) fn evaluate(log: &NvmeSmartLog, identify: Option<&NvmeIdentify>) -> V
             C::SpareBelowThreshold,
             format!("available spare {spare}% below threshold {threshold}%"),
         ));
-    } else if spare >= threshold && spare < threshold.saturating_add(SPARE_MARGIN_PERCENT) {
+    } else if threshold > 0
+        && spare >= threshold
+        && spare < threshold.saturating_add(SPARE_MARGIN_PERCENT)
+    {
+        // A threshold of 0 means the drive defines none (QEMU's emulated NVMe reports spare 0
+        // and threshold 0): there is nothing to be near, so no early warning from the spare.
         out.push(finding(
             Warning,
             C::SpareLow,
@@ -484,6 +489,12 @@ mod tests {
         assert_eq!(f.len(), 1);
         assert_eq!(f[0].0, Severity::Warning);
         assert_eq!(f[0].1.code, HealthReasonCode::SpareLow);
+        // QEMU's emulated NVMe: spare 0, threshold 0 (none defined) is not a warning.
+        let mut b = smart_blob();
+        b[3] = 0;
+        b[4] = 0;
+        let log = decode_smart_log(&b).unwrap();
+        assert!(evaluate(&log, None).is_empty(), "{:?}", evaluate(&log, None));
     }
 
     #[test]
