@@ -1,0 +1,187 @@
+//! Unlock at boot through the TPM, end to end with swtpm: the demo VDE gets a TPM2 slot; a
+//! restart unlocks with it; after a "firmware update" (PCR 7 extended) the TPM refuses, the
+//! daemon says which PCR changed and falls back to the recovery passphrase; once the new state
+//! is confirmed (`reseal`) the TPM unlocks again at the next start. The master key is then
+//! rotated (a resumable job) and everything still opens, by TPM and by passphrase.
+
+mod common;
+
+use std::net::{TcpListener, TcpStream};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{Daemon, require, tempdir};
+use serde_json::json;
+
+struct Swtpm {
+    child: Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for Swtpm {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_swtpm() -> Swtpm {
+    for _ in 0..5 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        if port == u16::MAX || TcpListener::bind(("127.0.0.1", port + 1)).is_err() {
+            continue;
+        }
+        let mut child = Command::new("swtpm")
+            .args(["socket", "--tpm2", "--server"])
+            .arg(format!("type=tcp,port={port},bindaddr=127.0.0.1"))
+            .arg("--ctrl")
+            .arg(format!("type=tcp,port={},bindaddr=127.0.0.1", port + 1))
+            .args(["--flags", "not-need-init,startup-clear", "--tpmstate"])
+            .arg(format!("dir={}", dir.path().display()))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start swtpm");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if child.try_wait().unwrap().is_some() {
+                break;
+            }
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return Swtpm {
+                    child,
+                    port,
+                    _dir: dir,
+                };
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    panic!("swtpm did not start");
+}
+
+fn unlocked_by(d: &Daemon) -> String {
+    let v = d.api_ok("GET", "/api/v1/vdes/demo", None);
+    assert_eq!(v["state"], "unlocked", "{v}");
+    v["unlocked_by"].as_str().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn tpm_unlock_update_reseal_and_rotation() {
+    let have =
+        common::have_cmd("swtpm", "--version") && common::have_cmd("tpm2_pcrextend", "--version");
+    if !require(have, "swtpm and tpm2-tools") {
+        return;
+    }
+    let tpm = start_swtpm();
+    let tcti = format!("swtpm:host=127.0.0.1,port={}", tpm.port);
+    let state = tempdir();
+    let dir = state.path().join("dw");
+    let mut d = Daemon::start(
+        &dir,
+        &["--demo-drive-size", "256M", "--demo-volume-size", "32M"],
+        &[("DW_TPM_TCTI", &tcti), ("TSS2_LOG", "all+none")],
+    );
+    assert_eq!(d.demo["tpm_slot"], true, "{}", d.demo);
+    let slots = d.api_ok("GET", "/api/v1/vdes/demo/slots", None);
+    assert!(
+        slots
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s["kind"] == "tpm2" && s["details"].as_str().unwrap().contains("PCRs 7")),
+        "{slots}"
+    );
+    d.api_ok(
+        "POST",
+        "/api/v1/containers/demo-vol/snapshots",
+        Some(&json!({"name": "before-update"})),
+    );
+
+    // Restart: the TPM unlocks (the passphrase file is only a fallback).
+    assert!(d.stop());
+    d.restart();
+    assert!(unlocked_by(&d).starts_with("tpm2"), "{}", unlocked_by(&d));
+
+    // A firmware update changes PCR 7: the TPM refuses, naming the PCR; the demo's passphrase
+    // takes over and a reseal is recommended.
+    assert!(d.stop());
+    let ext = Command::new("tpm2_pcrextend")
+        .arg("7:sha256=0000000000000000000000000000000000000000000000000000000000000001")
+        .env("TPM2TOOLS_TCTI", &tcti)
+        .output()
+        .unwrap();
+    assert!(
+        ext.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ext.stderr)
+    );
+    d.restart();
+    assert!(
+        unlocked_by(&d).starts_with("passphrase"),
+        "{}",
+        unlocked_by(&d)
+    );
+    let v = d.api_ok("GET", "/api/v1/vdes/demo", None);
+    assert_eq!(v["reseal_recommended"], true, "{v}");
+    let log = d.log_text();
+    assert!(
+        log.contains("PCR 7") || log.contains("PCR7") || log.contains("pcr 7"),
+        "the failing PCR is not named:\n{log}"
+    );
+    let h = d.api_ok("GET", "/api/v1/health", None);
+    assert_eq!(h["status"], "degraded", "{h}");
+
+    // The new state is trusted: reseal; the next start unlocks by TPM again.
+    let r = d.api_ok("POST", "/api/v1/vdes/demo/reseal", Some(&json!({})));
+    assert!(
+        r["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("Resealed")),
+        "{r}"
+    );
+    assert!(d.stop());
+    d.restart();
+    assert!(unlocked_by(&d).starts_with("tpm2"), "{}", unlocked_by(&d));
+
+    // Rotate the master key; data written before stays readable, both slots still open it.
+    let j = d.api_ok("POST", "/api/v1/vdes/demo/rotate-key", None);
+    let id = j["job_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let job = d.api_ok("GET", &format!("/api/v1/jobs/{id}"), None);
+        if job["state"] != "running" {
+            assert_eq!(job["state"], "succeeded", "{job}");
+            break;
+        }
+        assert!(Instant::now() < deadline, "rotation did not finish: {job}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let snaps = d.api_ok("GET", "/api/v1/containers/demo-vol/snapshots", None);
+    assert_eq!(snaps[0]["name"], "before-update", "{snaps}");
+    assert!(d.stop());
+    d.restart();
+    assert!(unlocked_by(&d).starts_with("tpm2"), "{}", unlocked_by(&d));
+    // And the recovery passphrase alone still opens it.
+    d.api_ok("POST", "/api/v1/vdes/demo/lock", None);
+    let pass = d.demo["recovery_passphrase"].as_str().unwrap().to_owned();
+    let u = d.api_ok(
+        "POST",
+        "/api/v1/vdes/demo/unlock",
+        Some(&json!({"passphrase": pass})),
+    );
+    assert_eq!(u["vde"]["state"], "unlocked", "{u}");
+    let audit = d.api_ok("GET", "/api/v1/vdes/demo/audit", None);
+    let text = audit.to_string();
+    assert!(text.contains("reseal") || text.contains("Reseal"), "{text}");
+}
