@@ -1,6 +1,6 @@
 //! The `dw-keyd` binary: `init` prints a fingerprint and a one-time token, `fingerprint`
 //! repeats the fingerprint, `serve` answers on TLS with the pinned certificate, and a second
-//! `init` refuses to overwrite the identity.
+//! `init` refuses to overwrite the identity, and `revoke` refuses while the service runs.
 
 use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
@@ -86,6 +86,14 @@ fn init_fingerprint_serve() {
     let reply = client.raw_exchange(&[Message::NonceRequest {
         machine_id: [1; 16],
     }]);
+    // A revocation never races the running service's own saves.
+    let busy = Command::new(BIN)
+        .args(["revoke", "--machine", &"01".repeat(16), "--state-dir"])
+        .arg(&state)
+        .output()
+        .unwrap();
+    assert!(!busy.status.success());
+    assert!(String::from_utf8_lossy(&busy.stderr).contains("running dw-keyd"));
     let _ = child.kill();
     let _ = child.wait();
     let reply = reply.unwrap();
@@ -106,4 +114,17 @@ fn init_fingerprint_serve() {
         .unwrap();
     assert!(list.status.success());
     assert!(list.stdout.is_empty());
+    let revoke = |m: &str| {
+        Command::new(BIN)
+            .args(["revoke", "--machine", m, "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap()
+    };
+    let unknown = revoke(&"01".repeat(16));
+    assert!(!unknown.status.success());
+    assert!(String::from_utf8_lossy(&unknown.stderr).contains("no machine"));
+    let bad = revoke("xyz");
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("32 hex digits"));
 }

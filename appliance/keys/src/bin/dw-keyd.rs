@@ -5,7 +5,11 @@
 //! dw-keyd serve       --state-dir DIR --listen ADDR [--snp-ca milan|genoa|turin]
 //! dw-keyd fingerprint --state-dir DIR     print the certificate SHA-256 clients pin
 //! dw-keyd list        --state-dir DIR     list enrolled machines (no secrets)
+//! dw-keyd revoke      --state-dir DIR --machine HEX   forget a machine (a stolen appliance)
 //! ```
+//!
+//! `serve` holds `DIR/lock` while it runs; `revoke` takes it too, so a revocation never races
+//! the service's own saves of the enrollment state (stop the service, revoke, start it).
 
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
@@ -64,12 +68,54 @@ enum Command {
         #[arg(long)]
         state_dir: PathBuf,
     },
+    /// Forget an enrolled machine: its key share is deleted and it can never unlock through
+    /// this service again (a stolen or decommissioned appliance). The service must be stopped.
+    Revoke {
+        /// State directory.
+        #[arg(long)]
+        state_dir: PathBuf,
+        /// Machine id as printed by `list` (32 hex digits).
+        #[arg(long)]
+        machine: String,
+    },
 }
 
 const CERT: &str = "tls-cert.der";
 const KEY: &str = "tls-key.der";
 const TOKEN: &str = "enroll-token.hash";
 const STATE: &str = "enrollments.bin";
+const LOCK: &str = "lock";
+
+/// Takes the state directory's lock, or says who holds it.
+fn lock_state(dir: &Path) -> anyhow::Result<fs::File> {
+    let f = fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(dir.join(LOCK))
+        .with_context(|| format!("opening {}", dir.join(LOCK).display()))?;
+    match f.try_lock() {
+        Ok(()) => Ok(f),
+        Err(fs::TryLockError::WouldBlock) => bail!(
+            "{} is in use by a running dw-keyd: stop it first",
+            dir.display()
+        ),
+        Err(fs::TryLockError::Error(e)) => Err(e).context("locking the state directory"),
+    }
+}
+
+fn parse_machine(s: &str) -> anyhow::Result<[u8; 16]> {
+    let s = s.trim();
+    if s.len() != 32 || !s.is_ascii() {
+        bail!("machine id {s:?} is not 32 hex digits");
+    }
+    let mut out = [0u8; 16];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&s[2 * i..2 * i + 2], 16)
+            .with_context(|| format!("machine id {s:?} is not hex"))?;
+    }
+    Ok(out)
+}
 
 fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02x}")).collect()
@@ -112,6 +158,7 @@ fn init(dir: &Path) -> anyhow::Result<()> {
 }
 
 fn run(dir: &Path, listen: &str, snp_ca: Option<&str>) -> anyhow::Result<()> {
+    let _lock = lock_state(dir)?;
     let id = load_identity(dir)?;
     let hash: [u8; 32] = fs::read(dir.join(TOKEN))?
         .try_into()
@@ -153,6 +200,20 @@ fn main() -> anyhow::Result<()> {
             let id = load_identity(&state_dir)?;
             println!("{}", hex(&cert_fingerprint(&id.cert_der)));
             Ok(())
+        }
+        Command::Revoke { state_dir, machine } => {
+            let machine = parse_machine(&machine)?;
+            let _lock = lock_state(&state_dir)?;
+            let hash: [u8; 32] = fs::read(state_dir.join(TOKEN))?
+                .try_into()
+                .map_err(|_| anyhow::anyhow!("{} is damaged", state_dir.join(TOKEN).display()))?;
+            let mut service = KeyService::open(ServiceConfig::new(state_dir.join(STATE), hash))?;
+            if service.revoke(&machine)? {
+                println!("revoked {}", hex(&machine));
+                Ok(())
+            } else {
+                bail!("no machine {} is enrolled", hex(&machine))
+            }
         }
         Command::List { state_dir } => {
             let state = ServiceState::load(&state_dir.join(STATE))?;
