@@ -98,7 +98,10 @@ impl From<OpenError> for OpError {
         let msg = e.to_string();
         match e {
             OpenError::NotAVde | OpenError::Unsuitable(_) => OpError::Invalid(msg),
-            OpenError::SealMismatch => OpError::Forbidden(msg),
+            OpenError::SealMismatch
+            | OpenError::WrongKey
+            | OpenError::Tampered
+            | OpenError::RecoveryBlockAltered => OpError::Forbidden(msg),
             _ => OpError::Internal(msg),
         }
     }

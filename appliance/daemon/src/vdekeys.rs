@@ -73,7 +73,7 @@ pub fn open_vde(backing: Arc<dyn Backing>, store: &KeyStore, mk: &MasterKey) -> 
         .into_iter()
         .collect();
     match Vde::open(Arc::clone(&backing), &vde_key(mk, g), &older) {
-        Err(OpenError::SealMismatch) => {
+        Err(OpenError::WrongKey | OpenError::SealMismatch) => {
             // No: the header is still sealed with the previous key; the new key is g + 1.
             Ok(Vde::open(
                 backing,

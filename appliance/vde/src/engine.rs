@@ -39,6 +39,12 @@ use crate::segments::{SegmentLayout, Segments};
 const ID_BLOCK: u64 = 1 << 20;
 /// Extents freed per transaction when draining the free queue.
 const FREE_BATCH: usize = 4096;
+/// Intent-log sequence numbers are reserved this many at a time, durably, before any is used
+/// (see `StateRecord::log_seq_limit`) ...
+const LOG_SEQ_BLOCK: u64 = 1 << 20;
+/// ... and the reservation is raised when fewer than this many are left (a commit writes at
+/// most one record per open segment slot, far fewer).
+const LOG_SEQ_MARGIN: u64 = 1 << 16;
 
 /// Options for [`crate::Vde::format`].
 #[derive(Debug, Clone, Default)]
@@ -53,6 +59,10 @@ pub struct FormatOptions {
     pub metadata_bytes: Option<u64>,
     /// Intent log size (default: 0.5 % of the device, 8 MiB .. 1 GiB).
     pub log_bytes: Option<u64>,
+    /// Identity and creation time (Unix seconds) to use instead of a random UUID and the
+    /// current time: for reproducible images (format tests, golden files). Never reuse an
+    /// identity for two VDEs.
+    pub identity: Option<(Uuid, u64)>,
 }
 
 /// What a caller can learn about a device without keys.
@@ -78,6 +88,16 @@ struct SyncState {
     leader: bool,
 }
 
+/// What a durable commit recorded, to finish once redb's commit returned.
+#[derive(Debug)]
+struct DurableWork {
+    changes: crate::segments::SegmentChanges,
+    /// Segments released by this commit (reusable once it is durable).
+    released: Vec<u64>,
+    /// The log sequence limit it recorded.
+    seq_limit: u64,
+}
+
 /// Shared state of an open VDE.
 #[derive(Debug)]
 pub(crate) struct Inner {
@@ -90,6 +110,8 @@ pub(crate) struct Inner {
     pub db: Database,
     pub segs: Segments,
     ids: Mutex<Ids>,
+    /// The last txg handed out.
+    txg: AtomicU64,
     sync: Mutex<SyncState>,
     sync_cv: Condvar,
     pub vde_policy: RwLock<Policy>,
@@ -225,6 +247,14 @@ fn compute_seal(keys: &KeySchedule, header: &Header, regdir_block: &[u8]) -> [u8
     keys.seal_mac(&[&b[..format::SEALED_HEADER_BYTES], regdir_block])
 }
 
+/// The header's key check value with the current seal key.
+fn key_check(keys: &KeySchedule, uuid: &Uuid) -> [u8; 32] {
+    keys.seal_mac(&[KEY_CHECK_CONTEXT, uuid.as_bytes()])
+}
+
+/// What the key check value authenticates, before the identity.
+const KEY_CHECK_CONTEXT: &[u8] = b"DWVD key check";
+
 /// Seals a policy with the policy key (random nonce: policy writes are rare).
 pub(crate) fn seal_policy(keys: &KeySchedule, vde: &Uuid, scope: u64, p: &Policy) -> Vec<u8> {
     let mut nonce = [0u8; 12];
@@ -263,7 +293,7 @@ pub(crate) fn open_policy(
     ))
 }
 
-fn policy_aad(vde: &Uuid, scope: u64) -> [u8; 32] {
+pub(crate) fn policy_aad(vde: &Uuid, scope: u64) -> [u8; 32] {
     let mut a = [0u8; 32];
     a[..8].copy_from_slice(b"DWVD-POL");
     a[8..24].copy_from_slice(vde.as_bytes());
@@ -273,6 +303,34 @@ fn policy_aad(vde: &Uuid, scope: u64) -> [u8; 32] {
 
 /// Scope of the VDE-level policy (containers use their id, which starts at 1).
 pub(crate) const VDE_SCOPE: u64 = 0;
+
+/// What `Inner::finish_open` must repair in the header.
+#[derive(Debug, Clone, Copy)]
+struct HeaderFix {
+    /// Key generation the header on disk is sealed with.
+    sealed_with: u32,
+    /// A key rotation was interrupted before the header was rewritten.
+    roll_forward: bool,
+    /// The recovery block on disk verified.
+    recovery_found: bool,
+    /// A header or region-directory copy is damaged or stale, or the key check value is
+    /// missing.
+    repair_copies: bool,
+}
+
+/// A recovery block rebuilt from what the header knows (label, contact and note are lost).
+fn rebuilt_recovery(h: &Header) -> RecoveryBlock {
+    RecoveryBlock {
+        uuid: h.uuid,
+        created: h.created,
+        major: h.major,
+        minor: h.minor,
+        device_bytes: h.device_bytes,
+        label: String::new(),
+        contact: String::new(),
+        note: "This disk holds a DataWarehouse VDE. This block was rebuilt after damage; the label and administrator contact were lost.".into(),
+    }
+}
 
 impl Inner {
     // -------------------------------------------------------------------- creation and opening
@@ -284,8 +342,9 @@ impl Inner {
     ) -> Result<Arc<Self>, OpenError> {
         let g = backing.geometry();
         let rd = plan_regions(&g, opts)?;
-        let uuid = Uuid::new_v4();
-        let created = now_secs();
+        let (uuid, created) = opts
+            .identity
+            .unwrap_or_else(|| (Uuid::new_v4(), now_secs()));
         let recovery = RecoveryBlock {
             uuid,
             created,
@@ -318,6 +377,7 @@ impl Inner {
             regdir_hash: *blake3::hash(&rd_block).as_bytes(),
             recovery_mac: keys.seal_mac(&[&rc_block]),
             seal: [0; 32],
+            key_check: key_check(&keys, &uuid),
         };
         header.seal = compute_seal(&keys, &header, &rd_block);
         let dev = backing.dev();
@@ -334,12 +394,17 @@ impl Inner {
             |r| r,
         );
         dev.write_at(&zeros[..2 * BLOCK], meta)?;
-        let mut at = log.offset;
-        let chunk = zeros.len() as u64;
-        while at < log.offset + log.length {
-            let n = chunk.min(log.offset + log.length - at);
-            dev.write_at(&zeros[..ulen(n)], at)?;
-            at += n;
+        // The log must read as zeros (no stale record of an earlier VDE with this identity).
+        // A discard says so without writing it all (up to 1 GiB); devices that cannot discard
+        // get zeros written.
+        if dev.discard(log.offset, log.length).is_err() {
+            let mut at = log.offset;
+            let chunk = zeros.len() as u64;
+            while at < log.offset + log.length {
+                let n = chunk.min(log.offset + log.length - at);
+                dev.write_at(&zeros[..ulen(n)], at)?;
+                at += n;
+            }
         }
         dev.write_at(&AlignedBuf::from_slice(&rc_block), RECOVERY)?;
         dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_A)?;
@@ -355,6 +420,8 @@ impl Inner {
                 .txn(|t| {
                     let mut m = t.tx.open_table(META)?;
                     m.insert("vde_policy", sealed.as_slice())?;
+                    // A copy of the recovery block, to repair the block from when it is damaged.
+                    m.insert("recovery", rc_block.as_slice())?;
                     Ok(())
                 })
                 .map_err(|e| OpenError::Metadata(e.to_string()))?;
@@ -477,61 +544,117 @@ impl Inner {
             sealed_with,
             &[&hb[..format::SEALED_HEADER_BYTES], &rd_block],
         );
+        let check = keys.seal_mac_with(sealed_with, &[KEY_CHECK_CONTEXT, header.uuid.as_bytes()]);
         if mac != Some(header.seal) {
-            return Err(OpenError::SealMismatch);
+            // The key check value tells a wrong key from an altered header (all zero: a header
+            // written before it existed, which cannot tell).
+            return Err(if header.key_check == [0; 32] {
+                OpenError::SealMismatch
+            } else if check == Some(header.key_check) {
+                OpenError::Tampered
+            } else {
+                OpenError::WrongKey
+            });
         }
         let roll_forward = sealed_with != key.generation();
-        let recovery = match recovery {
+        // The recovery block is informational: a damaged one is rebuilt (finish_open); one that
+        // decodes but does not match its MAC was edited by someone without the key, and its
+        // contact details must not be trusted silently.
+        let (recovery, recovery_found) = match recovery {
             Some(r)
                 if keys.seal_mac_with(sealed_with, &[&r.encode()]) == Some(header.recovery_mac) =>
             {
-                r
+                (r, true)
             }
-            Some(_) => {
-                return Err(OpenError::Recovery(
-                    "the emergency recovery block was altered without the key (its seal does not verify)".into(),
-                ));
-            }
-            None => {
-                return Err(OpenError::Recovery(
-                    "the emergency recovery block is damaged".into(),
-                ));
-            }
+            Some(_) => return Err(OpenError::RecoveryBlockAltered),
+            None => (rebuilt_recovery(&header), false),
         };
         let ro = if read_only {
             Some("opened read-only".to_owned())
-        } else if header.ro_compat & !format::RO_COMPAT_KNOWN != 0 {
-            Some(format!(
-                "it uses read-only-compatible features {:#x} this software cannot write",
-                header.ro_compat
-            ))
         } else {
-            None
+            header.write_blocker()
         };
-        let mut header = header;
         if ro.is_none() && roll_forward {
             keys = keys.rotated(key);
-            header.key_generation = key.generation();
-            header.generation += 1;
-            header.recovery_mac = keys.seal_mac(&[&recovery.encode()]);
-            header.seal = compute_seal(&keys, &header, &rd_block);
         }
-        // Repair a damaged or stale copy of the header or directory now that the seal verified
-        // (and finish the header of an interrupted key rotation).
-        if ro.is_none() && (!notes.is_empty() || roll_forward) {
-            let dev = backing.dev();
-            dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_A)?;
-            dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_B)?;
-            dev.write_at(&AlignedBuf::from_slice(&header.encode()), format::HEADER_A)?;
-            dev.flush()?;
-            dev.write_at(&AlignedBuf::from_slice(&header.encode()), format::HEADER_B)?;
-            dev.flush()?;
-            tracing::info!(
-                "VDE {}: repaired header/region directory copies",
-                header.uuid
+        let fix = HeaderFix {
+            sealed_with,
+            roll_forward,
+            recovery_found,
+            repair_copies: !notes.is_empty() || check != Some(header.key_check),
+        };
+        let inner = Self::start(backing, header, regdir, recovery, keys, ro, false)?;
+        inner.finish_open(&fix)?;
+        Ok(inner)
+    }
+
+    /// After the metadata store is open: rebuilds a damaged recovery block (from the copy in
+    /// the metadata, else from the header), finishes the header of an interrupted key rotation
+    /// and repairs damaged or stale header and region-directory copies.
+    fn finish_open(&self, fix: &HeaderFix) -> Result<(), OpenError> {
+        let mut rb = self.recovery.lock().clone();
+        let mut mac_ok = fix.recovery_found;
+        if !fix.recovery_found {
+            let copy = self
+                .db
+                .begin_read()
+                .ok()
+                .and_then(|rx| rx.open_table(META).ok())
+                .and_then(|m| m.get("recovery").ok().flatten().map(|v| v.value().to_vec()))
+                .and_then(|b| RecoveryBlock::decode(&b).ok());
+            let header_mac = self.header.lock().recovery_mac;
+            if let Some(c) = copy
+                && self
+                    .keys
+                    .read()
+                    .seal_mac_with(fix.sealed_with, &[&c.encode()])
+                    == Some(header_mac)
+            {
+                rb = c;
+                mac_ok = true;
+            }
+            tracing::warn!(
+                "VDE {}: the emergency recovery block is damaged; rebuilt from {}",
+                self.uuid,
+                if mac_ok {
+                    "its copy in the metadata"
+                } else {
+                    "the header (label and contact lost: set them again)"
+                }
             );
+            *self.recovery.lock() = rb.clone();
         }
-        Self::start(backing, header, regdir, recovery, keys, ro, false)
+        if self.read_only.is_some() {
+            return Ok(());
+        }
+        let dev = self.backing.dev();
+        if !fix.recovery_found {
+            dev.write_at(&AlignedBuf::from_slice(&rb.encode()), RECOVERY)?;
+        }
+        if !(fix.roll_forward || !mac_ok || fix.repair_copies) {
+            return Ok(());
+        }
+        let keys = self.keys.read();
+        let mut header = self.header.lock();
+        let mut h = header.clone();
+        h.key_generation = keys.current;
+        h.generation += 1;
+        h.recovery_mac = keys.seal_mac(&[&rb.encode()]);
+        h.key_check = key_check(&keys, &self.uuid);
+        let rd_block = self.regdir.encode();
+        h.seal = compute_seal(&keys, &h, &rd_block);
+        dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_A)?;
+        dev.write_at(&AlignedBuf::from_slice(&rd_block), REGDIR_B)?;
+        dev.write_at(&AlignedBuf::from_slice(&h.encode()), format::HEADER_A)?;
+        dev.flush()?;
+        dev.write_at(&AlignedBuf::from_slice(&h.encode()), format::HEADER_B)?;
+        dev.flush()?;
+        *header = h;
+        tracing::info!(
+            "VDE {}: header rewritten (repaired copies, key rotation finished or recovery block rebuilt)",
+            self.uuid
+        );
+        Ok(())
     }
 
     /// Opens the metadata store, recovers segments and the free queue, reserves ids.
@@ -556,6 +679,7 @@ impl Inner {
         let state;
         let mut used = Vec::new();
         let mut open_segs = Vec::new();
+        let mut stale_segs = Vec::new();
         let mut vde_policy = Policy::default();
         if fresh {
             state = StateRecord {
@@ -565,6 +689,9 @@ impl Inner {
                 txg: 0,
                 log_checkpoint: 0,
                 healed: 0,
+                log_seq_limit: 0,
+                orphan_stored: 0,
+                orphan_retained: 0,
             };
             let tx = db
                 .begin_write()
@@ -612,6 +739,11 @@ impl Inner {
                 used.push(k.value());
                 if rec.state == SEG_OPEN && rec.logged > 0 {
                     open_segs.push((k.value(), rec.logged));
+                } else if rec.live_bytes == 0 || rec.state == SEG_OPEN {
+                    // Empty sealed segments whose release a crash interrupted, and open
+                    // segments with nothing in the log (an older version's leak): repaired
+                    // below.
+                    stale_segs.push(k.value());
                 }
             }
         }
@@ -621,7 +753,7 @@ impl Inner {
             layout,
             header.uuid,
             &used,
-            state.log_checkpoint,
+            state.log_seq_limit.max(state.log_checkpoint),
         );
         if !open_segs.is_empty() {
             segs.recover(&open_segs, state.log_checkpoint)
@@ -642,6 +774,7 @@ impl Inner {
                 next_inode: state.next_inode,
                 inode_limit: state.next_inode,
             }),
+            txg: AtomicU64::new(state.txg),
             sync: Mutex::new(SyncState {
                 durable: state.txg,
                 leader: false,
@@ -667,9 +800,10 @@ impl Inner {
                     open_segs.len()
                 );
             }
-            // Inodes a crash left half-written are freed.
+            // Inodes a crash left half-written are freed; segments left empty are released.
             let (_, txg) = inner
                 .txn(|t| {
+                    t.repair_segments(&stale_segs)?;
                     let mut w = t.tx.open_table(WRITING)?;
                     let mut q = t.tx.open_table(FREE_QUEUE)?;
                     let stale: Vec<u64> = w
@@ -707,35 +841,67 @@ impl Inner {
         &self,
         f: impl FnOnce(&mut Txn<'_>) -> Result<T, VdeError>,
     ) -> Result<(T, u64), VdeError> {
+        self.txn_with(false, f)
+    }
+
+    /// [`Inner::txn`] made durable in the same redb transaction (with everything committed
+    /// before it): one transaction instead of a transaction and a group commit, which halves
+    /// the metadata pages an acknowledged operation writes.
+    pub(crate) fn txn_sync<T>(
+        &self,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, VdeError>,
+    ) -> Result<(T, u64), VdeError> {
+        self.txn_with(true, f)
+    }
+
+    fn txn_with<T>(
+        &self,
+        durable: bool,
+        f: impl FnOnce(&mut Txn<'_>) -> Result<T, VdeError>,
+    ) -> Result<(T, u64), VdeError> {
         self.writable()?;
         let mut tx = self.db.begin_write()?;
-        tx.set_durability(redb::Durability::None)?;
-        let mut state = read_state(&tx)?;
-        state.txg += 1;
+        if durable {
+            tx.set_two_phase_commit(true);
+        } else {
+            tx.set_durability(redb::Durability::None)?;
+        }
+        // Taken under redb's write lock, so txgs follow commit order. Only durable commits
+        // store it (in the state record): a crash loses the non-durable ones anyway.
+        let txg = self.txg.fetch_add(1, Ordering::SeqCst) + 1;
         let mut t = Txn {
             tx,
-            txg: state.txg,
+            txg,
             released: Vec::new(),
             queued_free: false,
             inner: self,
+            charges: std::collections::BTreeMap::new(),
         };
         let out = f(&mut t)?;
+        t.apply_charges()?;
         let Txn {
             tx,
-            txg,
             released,
             queued_free,
             ..
         } = t;
-        {
-            // Re-read: the closure may have changed counters.
-            let mut s = read_state(&tx)?;
-            s.txg = txg;
-            s.healed = self.healed.load(Ordering::Relaxed);
-            let mut m = tx.open_table(META)?;
-            m.insert("state", s.encode().as_slice())?;
+        let work = if durable {
+            Some(self.record_durable(&tx, txg)?)
+        } else {
+            None
+        };
+        if let Err(e) = tx.commit() {
+            if let Some(w) = &work {
+                self.durable_failed(w);
+            }
+            return Err(e.into());
         }
-        tx.commit()?;
+        if let Some(w) = &work {
+            self.durable_done(w);
+            let mut st = self.sync.lock();
+            st.durable = st.durable.max(txg);
+            self.sync_cv.notify_all();
+        }
         if queued_free {
             self.free_epoch.fetch_add(1, Ordering::AcqRel);
         }
@@ -773,11 +939,36 @@ impl Inner {
     pub(crate) fn durable_commit(&self) -> Result<u64, VdeError> {
         let mut tx = self.db.begin_write()?;
         tx.set_two_phase_commit(true);
-        let mut state = read_state(&tx)?;
-        state.txg += 1;
+        let txg = self.txg.fetch_add(1, Ordering::SeqCst) + 1;
+        let w = self.record_durable(&tx, txg)?;
+        match tx.commit() {
+            Ok(()) => {
+                self.durable_done(&w);
+                Ok(txg)
+            }
+            Err(e) => {
+                self.durable_failed(&w);
+                Err(e.into())
+            }
+        }
+    }
+
+    /// Records in `tx` (a two-phase, durable transaction, the write lock held, so nothing
+    /// commits in between) what a durable commit must: logs the unlogged tails of open
+    /// segments, records segment states, releases what can be released, and stores the state
+    /// (txg, log checkpoint, log sequence limit, heal count). redb's first flush then makes the
+    /// data and log writes durable before its second makes this metadata visible.
+    fn record_durable(&self, tx: &WriteTransaction, txg: u64) -> Result<DurableWork, VdeError> {
+        let mut state = read_state(tx)?;
+        state.txg = txg;
         let changes = self.segs.prepare_commit(state.log_checkpoint)?;
-        let mut released = Vec::new();
+        let mut w = DurableWork {
+            changes,
+            released: Vec::new(),
+            seq_limit: 0,
+        };
         let applied = (|| -> Result<(), VdeError> {
+            let changes = &w.changes;
             let mut segs = tx.open_table(SEGMENTS)?;
             for &(seg, logged) in &changes.open {
                 let mut r = match segs.get(seg)? {
@@ -794,41 +985,76 @@ impl Inner {
                 segs.insert(seg, r.encode().as_slice())?;
             }
             for &seg in &changes.sealed {
-                let rec = segs.get(seg)?.map(|v| SegmentRecord::decode(v.value()));
-                if let Some(r) = rec {
-                    let mut r = r.map_err(|e| VdeError::Corrupt(e.to_string()))?;
+                let rec = segs
+                    .get(seg)?
+                    .map(|v| SegmentRecord::decode(v.value()))
+                    .transpose()
+                    .map_err(|e| VdeError::Corrupt(e.to_string()))?;
+                // A segment without a record may still be referenced by a transaction that
+                // has not committed yet (its writer is active): it is recorded as sealed and
+                // empty, so that transaction finds it, and released later if it stays empty.
+                let mut r = rec.unwrap_or(SegmentRecord {
+                    state: SEG_SEALED,
+                    live_bytes: 0,
+                    logged: 0,
+                });
+                r.state = SEG_SEALED;
+                r.logged = 0;
+                if r.live_bytes == 0 && self.segs.quiescent(seg) {
+                    segs.remove(seg)?;
+                    w.released.push(seg);
+                } else {
                     if r.live_bytes == 0 {
-                        segs.remove(seg)?;
-                        released.push(seg);
-                    } else {
-                        r.state = SEG_SEALED;
-                        r.logged = 0;
-                        segs.insert(seg, r.encode().as_slice())?;
+                        self.segs.defer_release(seg);
                     }
+                    segs.insert(seg, r.encode().as_slice())?;
+                }
+            }
+            for seg in self.segs.take_quiescent_deferred() {
+                let rec = segs
+                    .get(seg)?
+                    .map(|v| SegmentRecord::decode(v.value()))
+                    .transpose()
+                    .map_err(|e| VdeError::Corrupt(e.to_string()))?;
+                if rec.is_some_and(|r| r.state == SEG_SEALED && r.live_bytes == 0) {
+                    segs.remove(seg)?;
+                    w.released.push(seg);
                 }
             }
             state.log_checkpoint = changes.log_checkpoint;
+            // The records this commit wrote are below the durable limit; raise it ahead so the
+            // next commits' records are too. A crashed session's records can then never carry
+            // a number a later session uses again (recovery would take them for current ones).
+            if state.log_seq_limit < changes.next_seq + LOG_SEQ_MARGIN {
+                state.log_seq_limit = changes.next_seq + LOG_SEQ_BLOCK;
+            }
             state.healed = self.healed.load(Ordering::Relaxed);
             let mut m = tx.open_table(META)?;
             m.insert("state", state.encode().as_slice())?;
             Ok(())
         })();
+        w.seq_limit = state.log_seq_limit;
         if let Err(e) = applied {
-            self.segs.commit_failed(&changes);
+            self.durable_failed(&w);
             return Err(e);
         }
-        match tx.commit() {
-            Ok(()) => {
-                self.segs.committed(&changes);
-                for s in released {
-                    self.segs.release(s);
-                }
-                Ok(state.txg)
-            }
-            Err(e) => {
-                self.segs.commit_failed(&changes);
-                Err(e.into())
-            }
+        Ok(w)
+    }
+
+    /// The durable commit of `w` failed: what it would have recorded is still pending.
+    fn durable_failed(&self, w: &DurableWork) {
+        self.segs.commit_failed(&w.changes);
+        // Their records still say sealed and empty: try again at the next commit.
+        for &s in &w.released {
+            self.segs.defer_release(s);
+        }
+    }
+
+    /// The durable commit of `w` succeeded.
+    fn durable_done(&self, w: &DurableWork) {
+        self.segs.committed(&w.changes, w.seq_limit);
+        for &s in &w.released {
+            self.segs.release(s);
         }
     }
 
@@ -845,16 +1071,19 @@ impl Inner {
             .unwrap_or(0)
     }
 
-    /// The latest committed txg (durable or not).
+    /// The latest txg handed out (committed or being committed).
     pub(crate) fn current_txg(&self) -> Result<u64, VdeError> {
+        Ok(self.txg.load(Ordering::SeqCst))
+    }
+
+    /// The latest committed state record (durable or not).
+    pub(crate) fn state_record(&self) -> Result<StateRecord, VdeError> {
         let rx = self.db.begin_read()?;
         let m = rx.open_table(META)?;
         let s = m
             .get("state")?
             .ok_or_else(|| VdeError::Corrupt("no state record".into()))?;
-        Ok(StateRecord::decode(s.value())
-            .map_err(|e| VdeError::Corrupt(e.to_string()))?
-            .txg)
+        StateRecord::decode(s.value()).map_err(|e| VdeError::Corrupt(e.to_string()))
     }
 
     // -------------------------------------------------------------------- ids
@@ -1257,6 +1486,7 @@ impl Inner {
         h.key_generation = new.generation();
         h.generation += 1;
         h.recovery_mac = rotated.seal_mac(&[&self.recovery.lock().encode()]);
+        h.key_check = key_check(&rotated, &self.uuid);
         h.seal = compute_seal(&rotated, &h, &self.regdir.encode());
         let dev = self.backing.dev();
         dev.write_at(&AlignedBuf::from_slice(&h.encode()), format::HEADER_A)?;
@@ -1363,6 +1593,9 @@ pub(crate) struct Txn<'a> {
     /// Something was put in the free queue.
     pub queued_free: bool,
     pub inner: &'a Inner,
+    /// Container counter changes from shared-data accounting (accounting.rs), applied when
+    /// the closure is done.
+    pub charges: std::collections::BTreeMap<u64, crate::accounting::Charges>,
 }
 
 impl Txn<'_> {
@@ -1409,10 +1642,44 @@ impl Txn<'_> {
         drop(v);
         r.live_bytes = r.live_bytes.saturating_sub(padded);
         if r.live_bytes == 0 && r.state == SEG_SEALED {
-            t.remove(seg)?;
-            self.released.push(seg);
-        } else {
-            t.insert(seg, r.encode().as_slice())?;
+            // A writer may still hold extents in it that its transaction has not recorded
+            // yet: then it is released by a later commit (segments.rs, "quiescent").
+            if self.inner.segs.quiescent(seg) {
+                t.remove(seg)?;
+                self.released.push(seg);
+                return Ok(());
+            }
+            self.inner.segs.defer_release(seg);
+        }
+        t.insert(seg, r.encode().as_slice())?;
+        Ok(())
+    }
+
+    /// At open (no writer is active): releases the listed segments whose records say they
+    /// are empty, and marks open segments with nothing in the intent log sealed (their data,
+    /// if any, was written in place).
+    fn repair_segments(&mut self, segs: &[u64]) -> Result<(), VdeError> {
+        let mut t = self.tx.open_table(SEGMENTS)?;
+        for &seg in segs {
+            let Some(mut r) = t
+                .get(seg)?
+                .map(|v| SegmentRecord::decode(v.value()))
+                .transpose()
+                .map_err(|e| VdeError::Corrupt(e.to_string()))?
+            else {
+                continue;
+            };
+            if r.state == SEG_OPEN && r.logged > 0 {
+                continue;
+            }
+            if r.live_bytes == 0 {
+                t.remove(seg)?;
+                self.released.push(seg);
+            } else {
+                r.state = SEG_SEALED;
+                r.logged = 0;
+                t.insert(seg, r.encode().as_slice())?;
+            }
         }
         Ok(())
     }
@@ -1460,7 +1727,8 @@ impl Txn<'_> {
         Ok(())
     }
 
-    /// Drops a reference to an inode; at zero it is queued for freeing.
+    /// Drops a reference that is not an object version's (an upload part, a volume); at zero
+    /// the inode is queued for freeing. Versions go through `adjust_refs` (accounting.rs).
     pub(crate) fn decref(&mut self, inode: u64) -> Result<(), VdeError> {
         let mut r = self.inode(inode)?;
         r.refs = r.refs.saturating_sub(1);
@@ -1469,5 +1737,78 @@ impl Txn<'_> {
             self.queued_free = true;
         }
         self.put_inode(inode, &r)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::backing::PlainBacking;
+    use dw_blockdev::{BlockDev, MemDev};
+
+    fn key() -> MasterKey {
+        MasterKey::from_bytes([0x42; 32], 0)
+    }
+
+    /// Rewrites both header copies with `edit` applied, sealed with the right key (as a newer
+    /// version of this software would write them).
+    fn reseal(dev: &MemDev, edit: impl Fn(&mut Header)) {
+        let b = format::tests::read(dev, format::HEADER_A);
+        let mut h = Header::decode(&b).expect("header");
+        edit(&mut h);
+        let keys = KeySchedule::new(&key(), &[]);
+        let rd = format::tests::read(dev, REGDIR_A);
+        h.seal = compute_seal(&keys, &h, &rd);
+        for at in [format::HEADER_A, format::HEADER_B] {
+            dev.write_at(&h.encode(), at).expect("write");
+        }
+    }
+
+    /// Goal: a VDE that a newer writer marked (minimum writer revision, or read-only-compatible
+    /// features this software does not know) opens read-only, and says why. Method: reseal the
+    /// header with each marking, open, try a write.
+    #[test]
+    fn newer_writers_and_unknown_ro_features_open_read_only() {
+        let dev = Arc::new(MemDev::new("m", 128 << 20, 4096));
+        let backing: Arc<dyn Backing> = Arc::new(PlainBacking::new(dev.clone(), 65536));
+        let v =
+            crate::Vde::format(backing.clone(), &key(), &FormatOptions::default()).expect("format");
+        v.close().expect("close");
+        for (edit, why) in [
+            (
+                Box::new(|h: &mut Header| h.min_writer = format::WRITER_VERSION + 1)
+                    as Box<dyn Fn(&mut Header)>,
+                "minimum writer",
+            ),
+            (
+                Box::new(|h: &mut Header| h.ro_compat = 1 << 7),
+                "read-only-compatible",
+            ),
+        ] {
+            let before = format::tests::read(dev.as_ref(), format::HEADER_A);
+            reseal(&dev, edit);
+            let v = crate::Vde::open(backing.clone(), &key(), &[]).expect("opens");
+            let e = v
+                .create_container(
+                    "c",
+                    &crate::ContainerSpec {
+                        kind: crate::ContainerKind::Bucket,
+                        policy: Policy::default(),
+                        record_size: None,
+                    },
+                )
+                .expect_err("read-only");
+            assert!(matches!(e, VdeError::ReadOnly(_)), "{e}");
+            assert!(e.to_string().contains(why), "{e}");
+            drop(v);
+            dev.write_at(&before, format::HEADER_A).expect("restore");
+            dev.write_at(&before, format::HEADER_B).expect("restore");
+        }
+        // A minimum reader above ours refuses to open at all.
+        reseal(&dev, |h| h.min_reader = format::READER_VERSION + 1);
+        assert!(matches!(
+            crate::Vde::open(backing, &key(), &[]),
+            Err(OpenError::HeaderDamaged { .. } | OpenError::Format(_))
+        ));
     }
 }

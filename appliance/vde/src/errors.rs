@@ -21,11 +21,29 @@ pub enum OpenError {
     /// A format problem (version, features, layout).
     #[error("{0}")]
     Format(#[from] FormatError),
-    /// The key does not match: the seal does not verify with it.
+    /// The tamper seal does not verify and the header records no key check value, so it
+    /// cannot tell why (VDEs whose header predates the key check value).
     #[error(
-        "the key does not open this VDE (tamper seal does not verify with it): wrong key, or the header, region directory or recovery block were altered"
+        "the key does not open this VDE (tamper seal does not verify with it): wrong key, or the header or region directory were altered"
     )]
     SealMismatch,
+    /// The key is not this VDE's: the key check value does not verify with it either.
+    #[error(
+        "wrong key: this is not the master key of this VDE (its key check value does not match)"
+    )]
+    WrongKey,
+    /// The key is right (its key check value verifies) but the tamper seal does not: the
+    /// header or the region directory was changed without the key.
+    #[error(
+        "the VDE header or region directory was altered: the tamper seal does not verify although the key is right"
+    )]
+    Tampered,
+    /// The emergency recovery block decodes but its MAC does not verify: it was edited without
+    /// the key (for example the administrator contact replaced).
+    #[error(
+        "the emergency recovery block was altered without the key (its MAC in the sealed header does not verify); check it with `probe` before trusting its contact details"
+    )]
+    RecoveryBlockAltered,
     /// The metadata store could not be opened.
     #[error("the metadata store could not be opened: {0}")]
     Metadata(String),

@@ -44,6 +44,11 @@ pub const INCOMPAT_SEGMENTS: u64 = 1;
 pub const INCOMPAT_KNOWN: u64 = INCOMPAT_SEGMENTS;
 /// Read-only-compatible features this software understands.
 pub const RO_COMPAT_KNOWN: u64 = 0;
+/// The software revision of this reader: a VDE whose `min_reader` is above it is refused.
+pub const READER_VERSION: u16 = 1;
+/// The software revision of this writer: a VDE whose `min_writer` is above it opens
+/// read-only.
+pub const WRITER_VERSION: u16 = 1;
 
 /// Why a structure was not accepted.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -152,6 +157,10 @@ pub struct Header {
     pub recovery_mac: [u8; 32],
     /// Keyed BLAKE3 (seal key) over header bytes 0..176 and the region directory block.
     pub seal: [u8; 32],
+    /// Key check value: keyed BLAKE3 (seal key) of `"DWVD key check"` and the identity. Not
+    /// covered by the seal, so that a seal that does not verify can be told apart: wrong key
+    /// (this does not verify either) or altered header (this verifies). All zero: not recorded.
+    pub key_check: [u8; 32],
 }
 
 /// Header bytes covered by the tamper seal.
@@ -182,6 +191,7 @@ impl Header {
         b[112..144].copy_from_slice(&self.regdir_hash);
         b[144..176].copy_from_slice(&self.recovery_mac);
         b[176..208].copy_from_slice(&self.seal);
+        b[208..240].copy_from_slice(&self.key_check);
         seal_block(&mut b);
         b
     }
@@ -228,11 +238,12 @@ impl Header {
             regdir_hash: arr32(b, 112),
             recovery_mac: arr32(b, 144),
             seal: arr32(b, 176),
+            key_check: arr32(b, 208),
         };
         if h.incompat & !INCOMPAT_KNOWN != 0 {
             return Err(FormatError::Features(h.incompat & !INCOMPAT_KNOWN));
         }
-        if h.min_reader > VERSION_MAJOR {
+        if h.min_reader > READER_VERSION {
             return Err(FormatError::Version {
                 what: "VDE (minimum reader)",
                 major: h.min_reader,
@@ -246,6 +257,26 @@ impl Header {
             ));
         }
         Ok(h)
+    }
+
+    /// Why this software must not write this VDE (it may still read it), if it must not:
+    /// read-only-compatible features it does not know, or a minimum writer revision above its
+    /// own. The one place that decides; `Vde::open` then opens read-only.
+    #[must_use]
+    pub fn write_blocker(&self) -> Option<String> {
+        let unknown = self.ro_compat & !RO_COMPAT_KNOWN;
+        if unknown != 0 {
+            return Some(format!(
+                "it uses read-only-compatible features {unknown:#x} this software cannot write"
+            ));
+        }
+        if self.min_writer > WRITER_VERSION {
+            return Some(format!(
+                "its minimum writer revision is {} and this software is revision {WRITER_VERSION}",
+                self.min_writer
+            ));
+        }
+        None
     }
 }
 
@@ -754,6 +785,7 @@ pub mod fuzzing {
             regdir_hash: [2; 32],
             recovery_mac: [4; 32],
             seal: [3; 32],
+            key_check: [6; 32],
         }
     }
 
@@ -801,6 +833,11 @@ pub mod fuzzing {
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
+
+    /// One block of a device.
+    pub(crate) fn read(dev: &dyn dw_blockdev::BlockDev, at: u64) -> Vec<u8> {
+        dw_blockdev::read_vec(dev, at, BLOCK).expect("read")
+    }
 
     pub(crate) fn sample_header() -> Header {
         fuzzing::sample_header()

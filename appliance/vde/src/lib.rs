@@ -15,6 +15,7 @@
 
 #![deny(missing_docs)]
 
+mod accounting;
 mod backing;
 #[doc(hidden)]
 pub mod bench;
@@ -23,6 +24,8 @@ mod crypto;
 mod engine;
 mod errors;
 pub mod format;
+#[cfg(test)]
+mod golden;
 mod maintenance;
 mod metastore;
 mod objects;
@@ -74,11 +77,13 @@ pub struct Capacity {
     pub metadata_bytes: u64,
     /// Bytes the metadata store uses.
     pub metadata_used: u64,
-    /// Logical bytes of live data in all containers.
+    /// Logical bytes of live data in all containers: object sizes (every copy counts) and
+    /// written volume blocks.
     pub logical_bytes: u64,
-    /// Stored bytes of live data (after compression and encryption).
+    /// Stored bytes of live data (after compression and encryption), data shared by copies
+    /// counted once.
     pub stored_bytes: u64,
-    /// Stored bytes kept only for snapshots and old versions.
+    /// Stored bytes kept only for snapshots and old versions (counted once).
     pub retained_bytes: u64,
     /// Checksum failures healed from redundancy since the VDE was created.
     pub healed: u64,
@@ -371,8 +376,9 @@ impl Vde {
         self.inner.delete_object(container, key, bypass_governance)
     }
 
-    /// Copies an object (data shared, not copied); `meta` replaces content type and user
-    /// metadata.
+    /// Copies an object; `meta` replaces content type and user metadata. The data is shared,
+    /// not copied, unless the destination's policy requires encryption and the source's data
+    /// is not encrypted: then it is written anew, encrypted.
     ///
     /// # Errors
     /// [`VdeError`].
@@ -611,6 +617,10 @@ impl Vde {
             cap.stored_bytes += c.stored_bytes;
             cap.retained_bytes += c.retained_bytes;
         }
+        // Data of deleted buckets that copies elsewhere still use (src/accounting.rs).
+        let st = self.inner.state_record()?;
+        cap.stored_bytes += st.orphan_stored;
+        cap.retained_bytes += st.orphan_retained;
         cap.metadata_used = self.inner.meta_used();
         Ok(cap)
     }

@@ -61,7 +61,8 @@ impl Inner {
             let s = SegmentRecord::decode(v.value()).map_err(corrupt)?;
             #[allow(clippy::cast_precision_loss)]
             let ratio = s.live_bytes as f64 / seg_bytes as f64;
-            if s.state == SEG_SEALED && ratio <= max_live_ratio {
+            // A segment a writer may still add extents to is not emptied under it.
+            if s.state == SEG_SEALED && ratio <= max_live_ratio && self.segs.quiescent(k.value()) {
                 c.push((s.live_bytes, k.value()));
             }
         }
@@ -149,6 +150,8 @@ impl Inner {
         if victims.is_empty() {
             return Ok(CleanReport::default());
         }
+        // Held until the moved extents are recorded (segments.rs).
+        let writer = self.segs.writer();
         let found = self.extents_in(&victims)?;
         let mut report = CleanReport {
             segments: victims.len() as u64,
@@ -176,6 +179,7 @@ impl Inner {
             }
         }
         self.relocate(&moves)?;
+        drop(writer);
         let txg = self.current_txg()?;
         self.sync(txg)?;
         // The victims are released by the commit that freed their last extents; one more
@@ -220,12 +224,14 @@ impl Inner {
                 }
             }
         }
+        let writer = self.segs.writer();
         let mut moves = Vec::new();
         for (k, e, container) in &todo {
             let (inode, offset, _) = *k;
             moves.push((*k, *e, self.reseal(e, *container, inode, offset)?));
         }
         let rewritten = self.relocate(&moves)?;
+        drop(writer);
         let txg = self.current_txg()?;
         self.sync(txg)?;
         Ok(RekeyProgress {

@@ -8,9 +8,10 @@ use std::sync::Arc;
 use md5::{Digest, Md5};
 use redb::{ReadableDatabase, ReadableTable};
 
+use crate::accounting::RefChange;
 use crate::engine::{Inner, Txn, VDE_SCOPE, now_ms, open_policy, seal_policy};
 use crate::errors::VdeError;
-use crate::policy::{self, Effective, Level, Policy, RetentionMode};
+use crate::policy::{self, Effective, Encryption, Level, Policy, RetentionMode};
 use crate::records::{
     self, CONTAINER_IDS, CONTAINERS, ContainerRecord, EXTENTS, ExtentRecord, INODE_OBJECT,
     INODE_VOLUME, INODES, InodeRecord, KIND_BUCKET, KIND_VOLUME, LIVE, OBJ_COMPLIANCE,
@@ -46,10 +47,12 @@ pub(crate) struct Streamed {
 }
 
 impl Streamed {
-    fn record(&self, refs: u32) -> InodeRecord {
+    fn record(&self, refs: u32, live_refs: u32) -> InodeRecord {
         InodeRecord {
             kind: INODE_OBJECT,
             refs,
+            live_refs,
+            dead_refs: 0,
             container: self.container,
             size: self.size,
             stored: self.stored,
@@ -59,14 +62,12 @@ impl Streamed {
 }
 
 impl Txn<'_> {
-    /// Records a streamed inode with one reference (its caller links it in the same
-    /// transaction).
+    /// Records a streamed inode with no reference yet: its caller adds one in the same
+    /// transaction (a live version with `adjust_refs`, or an upload's part record).
     pub(crate) fn adopt(&mut self, s: &Streamed) -> Result<(), VdeError> {
         if s.created {
             self.tx.open_table(WRITING)?.remove(s.inode)?;
-            let mut i = self.inode(s.inode)?;
-            i.refs = 1;
-            return self.put_inode(s.inode, &i);
+            return Ok(());
         }
         for (off, e) in &s.pending {
             self.add_extent_space(e)?;
@@ -74,7 +75,15 @@ impl Txn<'_> {
                 .open_table(EXTENTS)?
                 .insert((s.inode, *off, 0), e.encode().as_slice())?;
         }
-        self.put_inode(s.inode, &s.record(1))
+        self.put_inode(s.inode, &s.record(0, 0))
+    }
+
+    /// [`Txn::adopt`] for an upload part: the part record holds the reference.
+    fn adopt_part(&mut self, s: &Streamed) -> Result<(), VdeError> {
+        self.adopt(s)?;
+        let mut i = self.inode(s.inode)?;
+        i.refs = 1;
+        self.put_inode(s.inode, &i)
     }
 }
 /// Smallest part of a multipart upload except the last (S3's rule).
@@ -119,11 +128,14 @@ pub struct ContainerInfo {
     pub record_size: u32,
     /// Live objects.
     pub objects: u64,
-    /// Logical bytes of live data.
+    /// Logical bytes of live data: the sizes of its live objects (a copy counts in full) or
+    /// its written volume blocks. Quotas count these.
     pub logical_bytes: u64,
-    /// Stored bytes (after compression and encryption) of live data.
+    /// Stored bytes (after compression and encryption) of live data this container wrote.
+    /// Data shared by copies is counted once, for the container that wrote it, while any live
+    /// object anywhere uses it.
     pub stored_bytes: u64,
-    /// Stored bytes kept only for snapshots or old versions.
+    /// Stored bytes this container wrote that only snapshots or old versions keep.
     pub retained_bytes: u64,
     /// Its own policy settings.
     pub policy: Policy,
@@ -352,7 +364,7 @@ impl Inner {
             ContainerKind::Volume { .. } => self.next_inode()?,
             ContainerKind::Bucket => 0,
         };
-        let (rec, txg) = self.txn(|t| {
+        let (rec, _) = self.txn_sync(|t| {
             if t.tx.open_table(CONTAINERS)?.get(name)?.is_some() {
                 return Err(VdeError::ContainerExists(name.to_owned()));
             }
@@ -387,6 +399,8 @@ impl Inner {
                     &InodeRecord {
                         kind: INODE_VOLUME,
                         refs: 1,
+                        live_refs: 0,
+                        dead_refs: 0,
                         container: id,
                         size: rec.volume_size,
                         stored: 0,
@@ -399,7 +413,7 @@ impl Inner {
             t.tx.open_table(CONTAINER_IDS)?.insert(id, name)?;
             Ok(rec)
         })?;
-        self.sync(txg)?;
+
         self.container_info(name, &rec)
     }
 
@@ -444,28 +458,28 @@ impl Inner {
         let vde_pol = *self.vde_policy.read();
         policy::check_child(&[(Level::Vde, &vde_pol)], Level::Container, p)
             .map_err(VdeError::Policy)?;
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let mut c = t.container(name)?;
             c.policy = seal_policy(&self.keys.read(), &self.uuid, c.id, p);
             t.put_container(name, &c)
         })?;
-        self.sync(txg)
+        Ok(())
     }
 
     pub(crate) fn set_vde_policy(&self, p: &Policy) -> Result<(), VdeError> {
         let sealed = seal_policy(&self.keys.read(), &self.uuid, VDE_SCOPE, p);
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             t.tx.open_table(records::META)?
                 .insert("vde_policy", sealed.as_slice())?;
             Ok(())
         })?;
-        self.sync(txg)?;
+
         *self.vde_policy.write() = *p;
         Ok(())
     }
 
     pub(crate) fn delete_container(&self, name: &str) -> Result<(), VdeError> {
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let c = t.container(name)?;
             if t.tx
                 .open_table(records::SNAPSHOTS)?
@@ -523,17 +537,27 @@ impl Inner {
                 t.tx.open_table(OBJECTS)?
                     .remove((cid, key.as_str(), birth))?;
                 for (i, _) in &o.parts {
-                    t.decref(*i)?;
+                    t.adjust_refs(*i, RefChange::DropDead)?;
                 }
             }
             if c.volume_inode != 0 {
                 t.decref(c.volume_inode)?;
+            } else {
+                // What is still charged to this bucket is data other containers' copies refer
+                // to: it moves to the VDE's orphan counters (accounting.rs).
+                t.apply_charges()?;
+                let c = t.container(name)?;
+                let mut s = crate::engine::read_state(&t.tx)?;
+                s.orphan_stored += c.stored_bytes;
+                s.orphan_retained += c.retained_bytes;
+                t.tx.open_table(records::META)?
+                    .insert("state", s.encode().as_slice())?;
             }
             t.tx.open_table(CONTAINERS)?.remove(name)?;
             t.tx.open_table(CONTAINER_IDS)?.remove(c.id)?;
             Ok(())
         })?;
-        self.sync(txg)?;
+
         self.drain_free_queue()
     }
 
@@ -604,7 +628,7 @@ impl Inner {
                     if !st.created {
                         self.txn(|t| {
                             t.tx.open_table(WRITING)?.insert(inode, now_secs())?;
-                            t.put_inode(inode, &st.record(0))
+                            t.put_inode(inode, &st.record(0, 0))
                         })?;
                         st.created = true;
                     }
@@ -711,11 +735,15 @@ impl Inner {
             .map_err(VdeError::Policy)?;
         }
         let eff = policy::effective(&vp, Some(&cp), opts.policy.as_ref());
-        self.check_overwrite(&c, key, &eff)?;
+        let replaced = self.check_overwrite(&c, key, &eff)?;
+        // An overwrite frees the replaced version's logical bytes: the quota counts the net
+        // change (checked again, exactly, when the version is linked).
         let room = eff
             .quota_bytes
             .value
-            .map(|q| q.saturating_sub(c.logical_bytes));
+            .map(|q| q.saturating_sub(c.logical_bytes.saturating_sub(replaced)));
+        // Held until the transaction recording the object's extents is done (segments.rs).
+        let writer = self.segs.writer();
         let st = self.stream_inode(&c, &eff, body, room)?;
         if let Some(want) = opts.content_md5
             && want != st.md5
@@ -739,15 +767,16 @@ impl Inner {
                 vec![(st.inode, st.size)],
             )
             .and_then(|rec| {
-                self.txn(|t| {
+                self.txn_sync(|t| {
                     t.adopt(&st)?;
-                    t.link_version(cname, key, &rec, st.stored, &eff)
+                    t.adjust_refs(st.inode, RefChange::AddLive)?;
+                    t.link_version(cname, key, &rec, &eff)
                 })
                 .map(|((), txg)| (rec, txg))
             });
+        drop(writer);
         match r {
             Ok((rec, txg)) => {
-                self.sync(txg)?;
                 self.drain_free_queue()?;
                 Ok(info_of(key, txg, &rec))
             }
@@ -804,22 +833,23 @@ impl Inner {
     }
 
     /// Refuses to overwrite a retained object when versioning is off (with versioning the
-    /// retained version is kept).
+    /// retained version is kept); returns the logical size of the version a put would replace
+    /// (0 if none).
     fn check_overwrite(
         &self,
         c: &ContainerRecord,
         key: &str,
         eff: &Effective,
-    ) -> Result<(), VdeError> {
-        if eff.versioning.value {
-            return Ok(());
-        }
+    ) -> Result<u64, VdeError> {
         let rx = self.db.begin_read()?;
         let t = rx.open_table(OBJECTS)?;
-        if let Some((_, o)) = live_version(&t, c.id, key)? {
+        let Some((_, o)) = live_version(&t, c.id, key)? else {
+            return Ok(0);
+        };
+        if !eff.versioning.value {
             check_retention(key, &o, false)?;
         }
-        Ok(())
+        Ok(o.size)
     }
 
     pub(crate) fn head_object(
@@ -939,7 +969,7 @@ impl Inner {
     ) -> Result<(), VdeError> {
         let c = self.container_record(cname)?;
         let eff = self.effective(&c, None)?;
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let c = t.container(cname)?;
             let found = {
                 let o = t.tx.open_table(OBJECTS)?;
@@ -976,7 +1006,7 @@ impl Inner {
             }
             t.put_container(cname, &c)
         })?;
-        self.sync(txg)?;
+
         self.drain_free_queue()
     }
 
@@ -988,7 +1018,7 @@ impl Inner {
         mode: RetentionMode,
         bypass_governance: bool,
     ) -> Result<(), VdeError> {
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let c = t.container(cname)?;
             let found = live_version(&t.tx.open_table(OBJECTS)?, c.id, key)?;
             let (birth, mut o) = found.ok_or_else(|| VdeError::NoSuchObject { container: cname.to_owned(), key: key.to_owned() })?;
@@ -1012,11 +1042,11 @@ impl Inner {
             t.tx.open_table(OBJECTS)?.insert((c.id, key, birth), o.encode().as_slice())?;
             Ok(())
         })?;
-        self.sync(txg)
+        Ok(())
     }
 
     pub(crate) fn set_legal_hold(&self, cname: &str, key: &str, on: bool) -> Result<(), VdeError> {
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let c = t.container(cname)?;
             let found = live_version(&t.tx.open_table(OBJECTS)?, c.id, key)?;
             let (birth, mut o) = found.ok_or_else(|| VdeError::NoSuchObject {
@@ -1032,11 +1062,30 @@ impl Inner {
                 .insert((c.id, key, birth), o.encode().as_slice())?;
             Ok(())
         })?;
-        self.sync(txg)
+        Ok(())
+    }
+
+    /// True when some part of `o` holds data stored without encryption.
+    fn has_plain_data(&self, o: &ObjectRecord) -> Result<bool, VdeError> {
+        let rx = self.db.begin_read()?;
+        let t = rx.open_table(EXTENTS)?;
+        for (inode, _) in &o.parts {
+            // One put or part is written under one policy: its first extent tells.
+            if let Some(r) = t
+                .range((*inode, 0, 0)..=(*inode, u64::MAX, u64::MAX))?
+                .next()
+            {
+                let e = ExtentRecord::decode(r?.1.value()).map_err(corrupt)?;
+                if e.flags & records::EXT_ENCRYPTED == 0 {
+                    return Ok(true);
+                }
+            }
+        }
+        Ok(false)
     }
 
     pub(crate) fn copy_object(
-        &self,
+        self: &Arc<Self>,
         src_c: &str,
         src_key: &str,
         dst_c: &str,
@@ -1053,20 +1102,40 @@ impl Inner {
             });
         }
         let eff = self.effective(&dc, None)?;
+        if eff.encryption.value == Encryption::Aes256Gcm {
+            let sc = self.container_record(src_c)?;
+            let src = {
+                let rx = self.db.begin_read()?;
+                live_version(&rx.open_table(OBJECTS)?, sc.id, src_key)?
+            };
+            if let Some((_, o)) = src
+                && self.has_plain_data(&o)?
+            {
+                // Sharing would leave this copy unencrypted in a container whose policy
+                // requires encryption: it is written anew through the destination's data path.
+                let (info, mut reader) = self.open_object(src_c, src_key, None, None, None)?;
+                let (content_type, user_meta) = replace_meta
+                    .cloned()
+                    .unwrap_or((info.content_type, info.user_meta));
+                let opts = PutOptions {
+                    content_type: Some(content_type),
+                    user_meta,
+                    ..PutOptions::default()
+                };
+                return self.put_object(dst_c, dst_key, &opts, &mut reader);
+            }
+        }
         self.check_overwrite(&dc, dst_key, &eff)?;
-        let ((rec, stored), txg) = self.txn(|t| {
+        let (rec, txg) = self.txn_sync(|t| {
             let sc = t.container(src_c)?;
             let found = live_version(&t.tx.open_table(OBJECTS)?, sc.id, src_key)?;
             let (_, o) = found.ok_or_else(|| VdeError::NoSuchObject {
                 container: src_c.to_owned(),
                 key: src_key.to_owned(),
             })?;
-            let mut stored = 0;
+            // The copy shares the data: its stored bytes stay counted once (accounting.rs).
             for (i, _) in &o.parts {
-                let mut r = t.inode(*i)?;
-                r.refs += 1;
-                stored += r.stored;
-                t.put_inode(*i, &r)?;
+                t.adjust_refs(*i, RefChange::AddLive)?;
             }
             let (content_type, user_meta) = replace_meta
                 .cloned()
@@ -1081,11 +1150,10 @@ impl Inner {
                 o.size,
                 o.parts.clone(),
             )?;
-            t.link_version(dst_c, dst_key, &rec, stored, &eff)?;
-            Ok((rec, stored))
+            t.link_version(dst_c, dst_key, &rec, &eff)?;
+            Ok(rec)
         })?;
-        let _ = stored;
-        self.sync(txg)?;
+
         self.drain_free_queue()?;
         Ok(info_of(dst_key, txg, &rec))
     }
@@ -1197,7 +1265,7 @@ impl Inner {
             content_type: ct,
             user_meta,
         };
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let c = t.container(cname)?;
             if c.kind != KIND_BUCKET {
                 return Err(VdeError::WrongKind {
@@ -1210,7 +1278,7 @@ impl Inner {
                 .insert((c.id, upload_id.as_str()), rec.encode().as_slice())?;
             Ok(())
         })?;
-        self.sync(txg)?;
+
         Ok(UploadInfo {
             upload_id,
             key: key.to_owned(),
@@ -1243,6 +1311,8 @@ impl Inner {
             .quota_bytes
             .value
             .map(|q| q.saturating_sub(c.logical_bytes));
+        // Held until the transaction recording the part's extents is done (segments.rs).
+        let writer = self.segs.writer();
         let st = self.stream_inode(&c, &eff, body, room)?;
         let (inode, size, md5) = (st.inode, st.size, st.md5);
         if content_md5.is_some_and(|m| m != md5) {
@@ -1257,11 +1327,11 @@ impl Inner {
             size,
             etag: etag.clone(),
         };
-        let r = self.txn(|t| {
+        let r = self.txn_sync(|t| {
             if t.tx.open_table(UPLOADS)?.get((c.id, upload_id))?.is_none() {
                 return Err(VdeError::NoSuchUpload(upload_id.to_owned()));
             }
-            t.adopt(&st)?;
+            t.adopt_part(&st)?;
             let old =
                 t.tx.open_table(PARTS)?
                     .insert((c.id, upload_id, number), part.encode().as_slice())?
@@ -1272,9 +1342,9 @@ impl Inner {
             }
             Ok(())
         });
+        drop(writer);
         match r {
-            Ok(((), txg)) => {
-                self.sync(txg)?;
+            Ok(((), _)) => {
                 self.drain_free_queue()?;
                 Ok(PartInfo { number, size, etag })
             }
@@ -1331,7 +1401,7 @@ impl Inner {
     }
 
     pub(crate) fn abort_upload(&self, cname: &str, upload_id: &str) -> Result<(), VdeError> {
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let c = t.container(cname)?;
             if t.tx
                 .open_table(UPLOADS)?
@@ -1346,7 +1416,7 @@ impl Inner {
             }
             Ok(())
         })?;
-        self.sync(txg)?;
+
         self.drain_free_queue()
     }
 
@@ -1370,7 +1440,7 @@ impl Inner {
         }
         let c = self.container_record(cname)?;
         let eff = self.effective(&c, None)?;
-        let ((key, rec), txg) = self.txn(|t| {
+        let ((key, rec), txg) = self.txn_sync(|t| {
             let c = t.container(cname)?;
             let up =
                 t.tx.open_table(UPLOADS)?
@@ -1383,7 +1453,6 @@ impl Inner {
             let mut parts = Vec::new();
             let mut md5s = Vec::new();
             let mut size = 0u64;
-            let mut stored = 0u64;
             for (i, (n, etag)) in list.iter().enumerate() {
                 let Some((_, p)) = have.iter().find(|(pn, _)| pn == n) else {
                     return Err(VdeError::Invalid(format!(
@@ -1410,7 +1479,6 @@ impl Inner {
                 md5s.extend_from_slice(&raw);
                 parts.push((p.inode, p.size));
                 size += p.size;
-                stored += t.inode(p.inode)?.stored;
             }
             // Parts not in the list are freed; listed ones move to the object.
             for (n, p) in &have {
@@ -1420,12 +1488,9 @@ impl Inner {
                 }
             }
             t.tx.open_table(UPLOADS)?.remove((c.id, upload_id))?;
-            if let Some(q) = eff.quota_bytes.value
-                && c.logical_bytes + size > q
-            {
-                return Err(VdeError::QuotaExceeded(format!(
-                    "completing would exceed the container quota of {q} bytes"
-                )));
+            // The part records' references become the object's.
+            for (inode, _) in &parts {
+                t.adjust_refs(*inode, RefChange::PartToLive)?;
             }
             let etag = format!("\"{}-{}\"", md5_hex(&Md5::digest(&md5s).into()), list.len());
             let rec = self.new_version(
@@ -1437,10 +1502,9 @@ impl Inner {
                 size,
                 parts,
             )?;
-            t.link_version(cname, &up.key, &rec, stored, &eff)?;
+            t.link_version(cname, &up.key, &rec, &eff)?;
             Ok((up.key, rec))
         })?;
-        self.sync(txg)?;
         self.drain_free_queue()?;
         Ok(info_of(&key, txg, &rec))
     }
@@ -1533,22 +1597,15 @@ impl Txn<'_> {
     }
 
     /// Makes `rec` the live version of `key` (born in this txn), retiring the previous one.
+    /// The caller has added `rec`'s references to its inodes.
     fn link_version(
         &mut self,
         cname: &str,
         key: &str,
         rec: &ObjectRecord,
-        stored: u64,
         eff: &Effective,
     ) -> Result<(), VdeError> {
         let mut c = self.container(cname)?;
-        if let Some(q) = eff.quota_bytes.value
-            && c.logical_bytes + rec.size > q
-        {
-            return Err(VdeError::QuotaExceeded(format!(
-                "the object would exceed the container quota of {q} bytes"
-            )));
-        }
         let prev = live_version(&self.tx.open_table(OBJECTS)?, c.id, key)?;
         if let Some((birth, o)) = prev {
             if !eff.versioning.value {
@@ -1557,12 +1614,20 @@ impl Txn<'_> {
             let keep = eff.versioning.value || birth <= c.last_snapshot;
             self.retire_version(&mut c, key, birth, o, keep)?;
         }
+        // After retiring: an overwrite is charged its net change (the transaction is dropped
+        // as a whole when this refuses).
+        if let Some(q) = eff.quota_bytes.value
+            && c.logical_bytes + rec.size > q
+        {
+            return Err(VdeError::QuotaExceeded(format!(
+                "the object would exceed the container quota of {q} bytes"
+            )));
+        }
         self.tx
             .open_table(OBJECTS)?
             .insert((c.id, key, self.txg), rec.encode().as_slice())?;
         c.objects += 1;
         c.logical_bytes += rec.size;
-        c.stored_bytes += stored;
         self.put_container(cname, &c)
     }
 
@@ -1575,24 +1640,20 @@ impl Txn<'_> {
         mut o: ObjectRecord,
         keep: bool,
     ) -> Result<(), VdeError> {
-        let mut stored = 0;
-        for (i, _) in &o.parts {
-            stored += self.inode(*i)?.stored;
-        }
         c.objects = c.objects.saturating_sub(1);
         c.logical_bytes = c.logical_bytes.saturating_sub(o.size);
-        c.stored_bytes = c.stored_bytes.saturating_sub(stored);
-        if keep {
+        let change = if keep {
             o.death = self.txg;
-            c.retained_bytes += stored;
             self.tx
                 .open_table(OBJECTS)?
                 .insert((c.id, key, birth), o.encode().as_slice())?;
+            RefChange::Died
         } else {
             self.tx.open_table(OBJECTS)?.remove((c.id, key, birth))?;
-            for (i, _) in &o.parts {
-                self.decref(*i)?;
-            }
+            RefChange::DropLive
+        };
+        for (i, _) in &o.parts {
+            self.adjust_refs(*i, change)?;
         }
         Ok(())
     }

@@ -5,16 +5,17 @@
 //! *enforced*: its value is then absolute below that level — a lower level may not set it to
 //! anything else (refused when set, ignored if found).
 //!
-//! Without enforcement each setting resolves by its strategy:
+//! Each setting resolves by its strategy ([`Strategy`], [`STRATEGIES`]): most restrictive for
+//! security and retention, override for performance, inherit otherwise.
 //!
-//! | setting | strategy | meaning |
-//! |---|---|---|
-//! | encryption | most restrictive | encrypted wins over plain, whoever asks |
-//! | checksum verification | most restrictive | on wins |
-//! | versioning | most restrictive | on wins |
-//! | retention (WORM) | most restrictive | the longest retention wins; compliance beats governance |
-//! | quota | most restrictive | the smallest quota wins |
-//! | compression | override | the level closest to the data wins (hot data differs from cold) |
+//! | setting | strategy | meaning | enforced at a level |
+//! |---|---|---|---|
+//! | encryption | most restrictive | encrypted wins over plain, whoever asks | a floor: below may not turn it off |
+//! | checksum verification | most restrictive | on wins | a floor |
+//! | retention (WORM) | most restrictive | the longest period wins, and the strictest mode of any level that sets a period (compliance beats governance) | a floor: below may lengthen, or go from governance to compliance |
+//! | compression | override | the level closest to the data wins, explicitly or by its profile (hot data differs from cold) | absolute below |
+//! | versioning | inherit | the closest explicit setting wins; profiles only fill in when nobody sets it explicitly | absolute below |
+//! | quota | inherit | the closest explicit quota wins (a container may have a larger quota than the VDE's default) | absolute below |
 //!
 //! `Effective` carries, for every value, where it came from (level, and whether through a
 //! profile or explicitly, or the built-in default) so an administrator can ask why.
@@ -265,24 +266,62 @@ pub struct Effective {
     pub verify_checksums: Resolved<bool>,
     /// Versioning.
     pub versioning: Resolved<bool>,
-    /// Retention.
+    /// Retention (its source is the level that set the period).
     pub retention: Resolved<Retention>,
+    /// Where the retention mode came from (the strictest mode of the levels that set a
+    /// period, which may be another level than the longest period's).
+    pub retention_mode_source: Source,
     /// Quota (None = unlimited).
     pub quota_bytes: Resolved<Option<u64>>,
 }
 
-#[derive(Clone, Copy)]
-enum Strategy {
+/// How a setting resolves across the levels (VDE, container, object).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Strategy {
+    /// The strictest value any level sets wins, whoever sets it and however (explicitly or
+    /// through a profile): a lower level can tighten, never loosen. An enforced value is a
+    /// floor: a lower level may still set something stricter, never something looser.
     MostRestrictive,
+    /// The value set closest to the data wins, explicitly or through that level's profile
+    /// (hot data differs from cold). An enforced value is absolute below its level.
     Override,
+    /// The value set *explicitly* closest to the data wins; values that profiles imply count
+    /// only when no level sets the value explicitly (then the closest profile's). So a
+    /// container that picks a profile does not silently undo what an administrator set
+    /// explicitly above it. An enforced value is absolute below its level.
+    Inherit,
 }
+
+impl fmt::Display for Strategy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Strategy::MostRestrictive => "most restrictive",
+            Strategy::Override => "override",
+            Strategy::Inherit => "inherit",
+        })
+    }
+}
+
+/// The strategy of every setting (in [`Policy`] field order): most restrictive for security
+/// and retention, override for performance, inherit otherwise.
+pub const STRATEGIES: [(&str, Strategy); 6] = [
+    ("compression", Strategy::Override),
+    ("encryption", Strategy::MostRestrictive),
+    ("verify_checksums", Strategy::MostRestrictive),
+    ("versioning", Strategy::Inherit),
+    ("retention", Strategy::MostRestrictive),
+    ("quota_bytes", Strategy::Inherit),
+];
+
+/// One level's value for one setting: (value, source, set explicitly, enforced).
+type LevelValue<T> = (T, Source, bool, bool);
 
 /// One level's value for one setting, with its provenance, after profile expansion.
 fn at<T: Copy>(
     level: Level,
     p: &Policy,
     get: impl Fn(&Policy) -> Option<Setting<T>>,
-) -> Option<(T, Source, bool)> {
+) -> Option<LevelValue<T>> {
     if let Some(s) = get(p) {
         return Some((
             s.value,
@@ -291,6 +330,7 @@ fn at<T: Copy>(
                 profile: None,
                 enforced: s.enforce,
             },
+            true,
             s.enforce,
         ));
     }
@@ -304,6 +344,7 @@ fn at<T: Copy>(
             enforced: false,
         },
         false,
+        false,
     ))
 }
 
@@ -314,36 +355,89 @@ fn resolve<T: Copy>(
     stricter: impl Fn(&T, &T) -> bool,
     default: T,
 ) -> Resolved<T> {
-    let vals: Vec<(T, Source, bool)> = levels.iter().filter_map(|(l, p)| at(*l, p, get)).collect();
-    // The highest enforced value is absolute.
-    if let Some(&(v, src, _)) = vals.iter().find(|x| x.2) {
-        return Resolved {
-            value: v,
-            source: src,
-        };
-    }
-    let mut out: Option<(T, Source)> = None;
-    for (v, src, _) in vals {
-        out = match (strategy, out) {
-            (_, None) => Some((v, src)),
-            (Strategy::Override, Some(_)) => Some((v, src)),
-            (Strategy::MostRestrictive, Some((cur, cs))) => Some(if stricter(&v, &cur) {
-                (v, src)
-            } else {
-                (cur, cs)
-            }),
-        };
-    }
-    out.map_or(
+    let vals: Vec<LevelValue<T>> = levels.iter().filter_map(|(l, p)| at(*l, p, get)).collect();
+    let pick = match strategy {
+        // Enforced values need no special case: they take part like any other, and a looser
+        // value below them loses anyway.
+        Strategy::MostRestrictive => {
+            vals.iter()
+                .fold(None::<&LevelValue<T>>, |best, v| match best {
+                    Some(b) if !stricter(&v.0, &b.0) => Some(b),
+                    _ => Some(v),
+                })
+        }
+        // The highest enforced value is absolute.
+        Strategy::Override => vals.iter().find(|v| v.3).or_else(|| vals.last()),
+        Strategy::Inherit => vals
+            .iter()
+            .find(|v| v.3)
+            .or_else(|| vals.iter().rev().find(|v| v.2))
+            .or_else(|| vals.last()),
+    };
+    pick.map_or(
         Resolved {
             value: default,
             source: Source::Default,
         },
-        |(value, source)| Resolved { value, source },
+        |&(value, source, _, _)| Resolved { value, source },
     )
 }
 
-/// Resolves the policy in force from the levels that apply (VDE, then container, then object).
+/// Retention resolves per component: the longest period and, among the levels that set a
+/// period, the strictest mode (compliance beats governance) — a shorter compliance retention
+/// somewhere must not turn a longer one into governance. Returns the value, the source of the
+/// period and the source of the mode.
+fn resolve_retention(levels: &[(Level, &Policy)]) -> (Resolved<Retention>, Source) {
+    let vals: Vec<LevelValue<Retention>> = levels
+        .iter()
+        .filter_map(|(l, p)| at(*l, p, |p| p.retention))
+        .collect();
+    let days = vals
+        .iter()
+        .fold(None::<&LevelValue<Retention>>, |b, v| match b {
+            Some(b) if v.0.days <= b.0.days => Some(b),
+            _ => Some(v),
+        });
+    let mode = vals
+        .iter()
+        .filter(|v| v.0.days > 0)
+        .fold(None::<&LevelValue<Retention>>, |b, v| match b {
+            Some(b) if v.0.mode <= b.0.mode => Some(b),
+            _ => Some(v),
+        });
+    match (days, mode) {
+        (Some(d), Some(m)) if d.0.days > 0 => (
+            Resolved {
+                value: Retention {
+                    days: d.0.days,
+                    mode: m.0.mode,
+                },
+                source: d.1,
+            },
+            m.1,
+        ),
+        (Some(d), _) => (
+            Resolved {
+                value: d.0,
+                source: d.1,
+            },
+            d.1,
+        ),
+        (None, _) => (
+            Resolved {
+                value: Retention {
+                    days: 0,
+                    mode: RetentionMode::Governance,
+                },
+                source: Source::Default,
+            },
+            Source::Default,
+        ),
+    }
+}
+
+/// Resolves the policy in force from the levels that apply (VDE, then container, then object),
+/// each setting by its strategy ([`STRATEGIES`]).
 #[must_use]
 pub fn effective(vde: &Policy, container: Option<&Policy>, object: Option<&Policy>) -> Effective {
     let mut levels: Vec<(Level, &Policy)> = vec![(Level::Vde, vde)];
@@ -355,11 +449,17 @@ pub fn effective(vde: &Policy, container: Option<&Policy>, object: Option<&Polic
     }
     let quota = resolve(
         &levels,
-        |p| p.quota_bytes,
-        Strategy::MostRestrictive,
-        |a: &u64, b: &u64| a < b,
-        u64::MAX,
+        |p| {
+            p.quota_bytes.map(|s| Setting {
+                value: Some(s.value),
+                enforce: s.enforce,
+            })
+        },
+        Strategy::Inherit,
+        |_, _| false,
+        None,
     );
+    let (retention, retention_mode_source) = resolve_retention(&levels);
     Effective {
         compression: resolve(
             &levels,
@@ -385,30 +485,26 @@ pub fn effective(vde: &Policy, container: Option<&Policy>, object: Option<&Polic
         versioning: resolve(
             &levels,
             |p| p.versioning,
-            Strategy::MostRestrictive,
-            |a, b| *a && !*b,
+            Strategy::Inherit,
+            |_, _| false,
             false,
         ),
-        retention: resolve(
-            &levels,
-            |p| p.retention,
-            Strategy::MostRestrictive,
-            |a: &Retention, b: &Retention| a.days > b.days || (a.days == b.days && a.mode > b.mode),
-            Retention {
-                days: 0,
-                mode: RetentionMode::Governance,
-            },
-        ),
-        quota_bytes: Resolved {
-            value: (quota.value != u64::MAX).then_some(quota.value),
-            source: quota.source,
-        },
+        retention,
+        retention_mode_source,
+        quota_bytes: quota,
     }
 }
 
+/// True when `child` is looser than `parent` for a most-restrictive setting.
+fn looser_retention(child: &Retention, parent: &Retention) -> bool {
+    child.days < parent.days || (parent.days > 0 && child.mode < parent.mode)
+}
+
 /// Checks that `child` (to be set at `level`) does not explicitly contradict a setting enforced
-/// by the levels above (`parents`, from the VDE down). Values a child's profile implies are not
-/// refused: they yield to enforced settings when the policy is resolved.
+/// by the levels above (`parents`, from the VDE down): for most-restrictive settings it may
+/// not be looser than the enforced value (stricter is fine), for the others it may not differ.
+/// Values a child's profile implies are not refused: they yield to enforced settings when the
+/// policy is resolved.
 ///
 /// # Errors
 /// A message naming the setting and who enforces it.
@@ -422,30 +518,42 @@ pub fn check_child(
     {
         return Err(format!("zstd level {l} is out of range (1..=19)"));
     }
-    // Only explicit settings can contradict an enforced parent: a profile's values are defaults
-    // and simply yield to enforced settings during resolution.
+    // `$refused(child, enforced)` says whether the child's explicit value is not allowed.
     macro_rules! check {
-        ($field:ident, $name:expr) => {
-            let want = child.$field.map(|s| (s.value, (), s.enforce));
-            for (pl, pp) in parents {
-                if let Some((v, _, true)) = at(*pl, pp, |p| p.$field)
-                    && let Some((w, _, _)) = want
-                    && w != v
-                {
-                    return Err(format!(
-                        "{} is enforced at the {} level ({:?}); the {} cannot set it to {:?}",
-                        $name, pl, v, level, w
-                    ));
+        ($field:ident, $name:expr, $refused:expr) => {
+            if let Some(w) = child.$field.map(|s| s.value) {
+                for (pl, pp) in parents {
+                    if let Some((v, _, _, true)) = at(*pl, pp, |p| p.$field)
+                        && $refused(&w, &v)
+                    {
+                        return Err(format!(
+                            "{} is enforced at the {} level ({:?}); the {} cannot set it to {:?}",
+                            $name, pl, v, level, w
+                        ));
+                    }
                 }
             }
         };
     }
-    check!(compression, "compression");
-    check!(encryption, "encryption");
-    check!(verify_checksums, "checksum verification");
-    check!(versioning, "versioning");
-    check!(retention, "retention");
-    check!(quota_bytes, "the quota");
+    let differs = |a: &_, b: &_| a != b;
+    check!(
+        compression,
+        "compression",
+        |a: &Compression, b: &Compression| a != b
+    );
+    check!(
+        encryption,
+        "encryption",
+        |w: &Encryption, v: &Encryption| w < v
+    );
+    check!(
+        verify_checksums,
+        "checksum verification",
+        |w: &bool, v: &bool| !*w && *v
+    );
+    check!(versioning, "versioning", |a: &bool, b: &bool| differs(a, b));
+    check!(retention, "retention", looser_retention);
+    check!(quota_bytes, "the quota", |a: &u64, b: &u64| a != b);
     Ok(())
 }
 
@@ -682,15 +790,285 @@ mod tests {
             }
         );
         assert_eq!(e.quota_bytes.value, Some(100));
+    }
+
+    /// Every setting has the strategy the issue asks for, and the table is what resolution
+    /// does (each setting is exercised below).
+    #[test]
+    fn strategy_table() {
+        let want = [
+            ("compression", Strategy::Override),
+            ("encryption", Strategy::MostRestrictive),
+            ("verify_checksums", Strategy::MostRestrictive),
+            ("versioning", Strategy::Inherit),
+            ("retention", Strategy::MostRestrictive),
+            ("quota_bytes", Strategy::Inherit),
+        ];
+        assert_eq!(STRATEGIES, want);
+    }
+
+    fn ret(days: u32, mode: RetentionMode) -> Option<Setting<Retention>> {
+        set(Retention { days, mode })
+    }
+
+    #[test]
+    fn retention_keeps_the_longest_period_and_the_strictest_mode() {
+        use RetentionMode::{Compliance, Governance};
+        let vde = Policy {
+            retention: ret(30, Governance),
+            ..Policy::default()
+        };
+        let c = Policy {
+            retention: ret(5, Compliance),
+            ..Policy::default()
+        };
+        let e = effective(&vde, Some(&c), None);
+        assert_eq!(
+            e.retention.value,
+            Retention {
+                days: 30,
+                mode: Compliance
+            },
+            "a shorter compliance retention keeps the longer one in compliance mode"
+        );
+        let lvl = |level, enforced| Source::Level {
+            level,
+            profile: None,
+            enforced,
+        };
+        assert_eq!(e.retention.source, lvl(Level::Vde, false), "period");
+        assert_eq!(
+            e.retention_mode_source,
+            lvl(Level::Container, false),
+            "mode"
+        );
+        // A mode with no period does not count.
+        let none = Policy {
+            retention: ret(0, Compliance),
+            ..Policy::default()
+        };
+        let e = effective(&vde, Some(&none), None);
+        assert_eq!(e.retention.value.mode, Governance);
+        // Nothing set: no retention, from the default.
+        let e = effective(&Policy::default(), None, None);
+        assert_eq!(e.retention.value.days, 0);
+        assert_eq!(e.retention_mode_source, Source::Default);
+    }
+
+    #[test]
+    fn most_restrictive_enforced_is_a_floor() {
+        use RetentionMode::{Compliance, Governance};
+        let vde = Policy {
+            retention: Some(Setting {
+                value: Retention {
+                    days: 30,
+                    mode: Governance,
+                },
+                enforce: true,
+            }),
+            encryption: enforced(Encryption::Aes256Gcm),
+            verify_checksums: enforced(true),
+            ..Policy::default()
+        };
+        let parents = [(Level::Vde, &vde)];
+        let tighter = Policy {
+            retention: ret(60, Compliance),
+            ..Policy::default()
+        };
+        assert!(check_child(&parents, Level::Container, &tighter).is_ok());
+        assert_eq!(
+            effective(&vde, Some(&tighter), None).retention.value,
+            Retention {
+                days: 60,
+                mode: Compliance
+            }
+        );
+        for looser in [
+            Policy {
+                retention: ret(10, Compliance),
+                ..Policy::default()
+            },
+            Policy {
+                encryption: set(Encryption::None),
+                ..Policy::default()
+            },
+            Policy {
+                verify_checksums: set(false),
+                ..Policy::default()
+            },
+        ] {
+            let err = check_child(&parents, Level::Container, &looser).expect_err("looser");
+            assert!(err.contains("enforced at the vde level"), "{err}");
+        }
+        // Equal to the enforced value is fine.
+        let same = Policy {
+            encryption: set(Encryption::Aes256Gcm),
+            ..Policy::default()
+        };
+        assert!(check_child(&parents, Level::Container, &same).is_ok());
+    }
+
+    #[test]
+    fn inherit_explicit_beats_profiles_and_closest_explicit_wins() {
+        // Versioning set explicitly at the VDE; a container's profile implies off: the
+        // explicit setting is inherited.
+        let vde = Policy {
+            versioning: set(true),
+            ..Policy::default()
+        };
+        let speed = Policy {
+            profile: Some(Profile::Speed),
+            ..Policy::default()
+        };
+        let e = effective(&vde, Some(&speed), None);
+        assert!(e.versioning.value);
+        assert_eq!(
+            e.versioning.source,
+            Source::Level {
+                level: Level::Vde,
+                profile: None,
+                enforced: false
+            }
+        );
+        // An explicit setting below wins over the inherited one.
+        let off = Policy {
+            versioning: set(false),
+            ..Policy::default()
+        };
+        assert!(!effective(&vde, Some(&off), None).versioning.value);
+        // Only profiles: the closest profile's value.
+        let strict = Policy {
+            profile: Some(Profile::Strict),
+            ..Policy::default()
+        };
+        assert!(!effective(&strict, Some(&speed), None).versioning.value);
+        assert!(effective(&speed, Some(&strict), None).versioning.value);
+        // Quota: a container may have a larger quota than the VDE default.
         let vq = Policy {
             quota_bytes: set(50),
             ..Policy::default()
         };
+        let cq = Policy {
+            quota_bytes: set(100),
+            ..Policy::default()
+        };
+        let e = effective(&vq, Some(&cq), None);
+        assert_eq!(e.quota_bytes.value, Some(100), "closest explicit quota");
         assert_eq!(
-            effective(&vq, Some(&c), None).quota_bytes.value,
-            Some(50),
-            "smallest quota wins"
+            effective(&vq, Some(&speed), None).quota_bytes.value,
+            Some(50)
         );
+        assert_eq!(effective(&speed, None, None).quota_bytes.value, None);
+        // Enforced: absolute, and a different value below is refused.
+        let ve = Policy {
+            quota_bytes: enforced(50),
+            versioning: enforced(true),
+            ..Policy::default()
+        };
+        let e = effective(&ve, Some(&cq), Some(&off));
+        assert_eq!(e.quota_bytes.value, Some(50));
+        assert!(e.versioning.value);
+        assert!(check_child(&[(Level::Vde, &ve)], Level::Container, &cq).is_err());
+        assert!(check_child(&[(Level::Vde, &ve)], Level::Container, &off).is_err());
+        assert!(
+            check_child(&[(Level::Vde, &ve)], Level::Container, &speed).is_ok(),
+            "a profile's implied values yield instead of being refused"
+        );
+    }
+
+    #[test]
+    fn override_profile_below_beats_explicit_above() {
+        let vde = Policy {
+            compression: set(Compression::Zstd(9)),
+            ..Policy::default()
+        };
+        let speed = Policy {
+            profile: Some(Profile::Speed),
+            ..Policy::default()
+        };
+        let e = effective(&vde, Some(&speed), None);
+        assert_eq!(e.compression.value, Compression::None);
+        assert_eq!(
+            e.compression.source,
+            Source::Level {
+                level: Level::Container,
+                profile: Some(Profile::Speed),
+                enforced: false
+            }
+        );
+        // Enforced at the container, an object's explicit override is refused and ignored.
+        let ce = Policy {
+            compression: enforced(Compression::Zstd(1)),
+            ..Policy::default()
+        };
+        let o = Policy {
+            compression: set(Compression::None),
+            ..Policy::default()
+        };
+        assert!(
+            check_child(
+                &[(Level::Vde, &vde), (Level::Container, &ce)],
+                Level::Object,
+                &o
+            )
+            .is_err()
+        );
+        assert_eq!(
+            effective(&vde, Some(&ce), Some(&o)).compression.value,
+            Compression::Zstd(1)
+        );
+    }
+
+    /// Every profile, alone and below every other profile: what each setting resolves to.
+    #[test]
+    fn profiles_under_profiles() {
+        for upper in Profile::ALL {
+            for lower in Profile::ALL {
+                let u = Policy {
+                    profile: Some(upper),
+                    ..Policy::default()
+                };
+                let l = Policy {
+                    profile: Some(lower),
+                    ..Policy::default()
+                };
+                let e = effective(&u, Some(&l), None);
+                let (us, ls) = (upper.settings(), lower.settings());
+                let v = |s: Option<Setting<bool>>| s.is_some_and(|x| x.value);
+                // Override: the lower profile's compression.
+                assert_eq!(
+                    Some(e.compression.value),
+                    ls.compression.map(|x| x.value),
+                    "{upper}/{lower}"
+                );
+                // Most restrictive: the stricter of the two.
+                let enc = us
+                    .encryption
+                    .map(|x| x.value)
+                    .max(ls.encryption.map(|x| x.value));
+                assert_eq!(Some(e.encryption.value), enc, "{upper}/{lower}");
+                assert_eq!(
+                    e.verify_checksums.value,
+                    v(us.verify_checksums) || v(ls.verify_checksums),
+                    "{upper}/{lower}"
+                );
+                let days = |s: &Policy| s.retention.map_or(0, |x| x.value.days);
+                assert_eq!(e.retention.value.days, days(&us).max(days(&ls)));
+                // Inherit with profiles only: the closest profile's.
+                assert_eq!(e.versioning.value, v(ls.versioning), "{upper}/{lower}");
+            }
+        }
+        // The profiles form a slider: each is at least as strict as the one before.
+        for w in Profile::ALL.windows(2) {
+            let (a, b) = (w[0].settings(), w[1].settings());
+            assert!(a.encryption.map(|x| x.value) <= b.encryption.map(|x| x.value));
+            assert!(
+                a.retention.map(|x| x.value.days) <= b.retention.map(|x| x.value.days),
+                "{} vs {}",
+                w[0],
+                w[1]
+            );
+        }
     }
 
     #[test]

@@ -257,8 +257,12 @@ pub const INODE_VOLUME: u8 = 2;
 pub struct InodeRecord {
     /// [`INODE_OBJECT`] or [`INODE_VOLUME`].
     pub kind: u8,
-    /// References from object versions (the inode is freed at zero).
+    /// All references: object versions, an upload's part record, a volume (freed at zero).
     pub refs: u32,
+    /// References from live object versions.
+    pub live_refs: u32,
+    /// References from dead object versions (kept for snapshots or versioning).
+    pub dead_refs: u32,
     /// Owning container.
     pub container: u64,
     /// Logical size in bytes.
@@ -280,7 +284,9 @@ impl InodeRecord {
             .u64(self.container)
             .u64(self.size)
             .u64(self.stored)
-            .u32(self.record_size);
+            .u32(self.record_size)
+            .u32(self.live_refs)
+            .u32(self.dead_refs);
         w.0
     }
 
@@ -299,6 +305,8 @@ impl InodeRecord {
             size: r.u64()?,
             stored: r.u64()?,
             record_size: r.u32()?,
+            live_refs: r.u32()?,
+            dead_refs: r.u32()?,
         };
         r.end()?;
         if !matches!(kind, INODE_OBJECT | INODE_VOLUME)
@@ -308,6 +316,12 @@ impl InodeRecord {
             return Err(RecordError {
                 what: "inode",
                 why: "bad kind or record size".into(),
+            });
+        }
+        if u64::from(i.live_refs) + u64::from(i.dead_refs) > u64::from(i.refs) {
+            return Err(RecordError {
+                what: "inode",
+                why: "more version references than references".into(),
             });
         }
         Ok(i)
@@ -728,6 +742,15 @@ pub struct StateRecord {
     pub log_checkpoint: u64,
     /// Self-heal events (checksum failures repaired from redundancy).
     pub healed: u64,
+    /// Intent-log sequence numbers below this may have been written; a new session starts
+    /// here, so no number is ever used twice (also not by records of a commit a crash cut
+    /// short).
+    pub log_seq_limit: u64,
+    /// Stored bytes of live object data whose owning container was deleted while another
+    /// container's copy still refers to it.
+    pub orphan_stored: u64,
+    /// Same, for data kept only by snapshots or old versions.
+    pub orphan_retained: u64,
 }
 
 impl StateRecord {
@@ -740,7 +763,10 @@ impl StateRecord {
             .u64(self.extent_id_limit)
             .u64(self.txg)
             .u64(self.log_checkpoint)
-            .u64(self.healed);
+            .u64(self.healed)
+            .u64(self.log_seq_limit)
+            .u64(self.orphan_stored)
+            .u64(self.orphan_retained);
         w.0
     }
 
@@ -757,6 +783,9 @@ impl StateRecord {
             txg: r.u64()?,
             log_checkpoint: r.u64()?,
             healed: r.u64()?,
+            log_seq_limit: r.u64()?,
+            orphan_stored: r.u64()?,
+            orphan_retained: r.u64()?,
         };
         r.end()?;
         Ok(s)
@@ -819,6 +848,8 @@ mod tests {
             size: 10,
             stored: 9,
             record_size: 131_072,
+            live_refs: 1,
+            dead_refs: 1,
         };
         assert_eq!(InodeRecord::decode(&i.encode()), Ok(i));
         let s = SegmentRecord {
@@ -834,6 +865,9 @@ mod tests {
             txg: 4,
             log_checkpoint: 5,
             healed: 6,
+            log_seq_limit: 7,
+            orphan_stored: 8,
+            orphan_retained: 9,
         };
         assert_eq!(StateRecord::decode(&st.encode()), Ok(st));
         let sn = SnapshotRecord {

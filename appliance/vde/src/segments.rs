@@ -11,10 +11,19 @@
 //!
 //! Segments freed by a metadata transaction are reused only after that transaction is durable,
 //! so a crash never finds a live reference to data that was overwritten.
+//!
+//! An extent is appended before the transaction that records it commits, so a segment's
+//! `live_bytes` in the metadata can lag behind what writers have put in it. A segment is only
+//! released (or picked by the cleaner) when it is *quiescent*: no writer that may still hold
+//! unrecorded extents in it is active. Writers register with [`Segments::writer`] before their
+//! first append and drop the guard after the transaction that records their extents has
+//! committed (or failed); every append stamps its segment with a sequence number, and a segment
+//! is quiescent when every active writer registered after its last append.
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::ops::Range;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use dw_blockdev::AlignedBuf;
 use parking_lot::Mutex;
@@ -60,6 +69,10 @@ struct Open {
     fill: u64,
     /// Bytes durable in the log.
     logged: u64,
+    /// Append sequence of the last append (see [`Segments::quiescent`]).
+    last_append: u64,
+    /// The buffer was used before: bytes beyond `fill` are stale and zeroed when sealing.
+    reused: bool,
 }
 
 /// What a commit must record about segments.
@@ -71,6 +84,8 @@ pub(crate) struct SegmentChanges {
     pub sealed: Vec<u64>,
     /// Oldest log sequence still needed after this commit.
     pub log_checkpoint: u64,
+    /// Sequence the next record will get.
+    pub next_seq: u64,
 }
 
 #[derive(Debug)]
@@ -85,13 +100,26 @@ struct State {
     sealed_unrecorded: Vec<u64>,
     /// Being written in place right now (readers fall back to these buffers).
     sealing: Vec<(u64, Arc<AlignedBuf>)>,
+    /// Append sequence of the last append to segments sealed in this session (entries whose
+    /// segment is quiescent are pruned).
+    sealed_last: HashMap<u64, u64>,
+    /// Sealed segments whose metadata says they are empty but which were not quiescent when
+    /// that was seen: released by a later commit once they are.
+    deferred: Vec<u64>,
+    /// Segment buffers of sealed segments, for reuse: a fresh 2 MiB buffer costs a page fault
+    /// per 4 KiB and a zeroing pass, about as much as hashing the data it will hold.
+    spare: Vec<AlignedBuf>,
     log: LogRing,
 }
 
 #[derive(Debug)]
 struct LogRing {
     head: u64,
+    /// Sequence of the next record.
     seq: u64,
+    /// Records may only use sequences below this: the limit the last durable commit recorded
+    /// (a new session starts at it, so a number is never reused).
+    limit: u64,
     /// (offset, length, seq, segment) of records that may still be needed.
     live: VecDeque<(u64, u64, u64, u64)>,
 }
@@ -103,7 +131,7 @@ const SLOTS: usize = 4;
 thread_local! {
     static SLOT: usize = {
         static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
-        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed) % SLOTS
+        NEXT.fetch_add(1, Ordering::Relaxed) % SLOTS
     };
 }
 
@@ -113,9 +141,32 @@ pub(crate) struct Segments {
     backing: Arc<dyn Backing>,
     pub layout: SegmentLayout,
     vde: Uuid,
-    /// Lock order: a slot, then `st`; never the reverse.
+    /// Lock order: a slot, then `st`; never the reverse. `writers` is taken alone.
     slots: Vec<Mutex<Option<Open>>>,
     st: Mutex<State>,
+    /// Incremented by every append.
+    append_seq: AtomicU64,
+    /// Active writers: registration sequence → count.
+    writers: Mutex<BTreeMap<u64, u32>>,
+}
+
+/// A registered writer (see the module documentation); deregisters when dropped.
+#[derive(Debug)]
+pub(crate) struct WriterGuard<'a> {
+    segs: &'a Segments,
+    start: u64,
+}
+
+impl Drop for WriterGuard<'_> {
+    fn drop(&mut self) {
+        let mut w = self.segs.writers.lock();
+        if let Some(n) = w.get_mut(&self.start) {
+            *n -= 1;
+            if *n == 0 {
+                w.remove(&self.start);
+            }
+        }
+    }
 }
 
 fn merge_free(free: &mut Vec<Range<u64>>, seg: u64) {
@@ -137,7 +188,8 @@ fn round4k(v: u64) -> u64 {
 
 impl Segments {
     /// A store whose `used` segments (sorted) are taken; everything else is free. `log_seq`
-    /// continues the log's numbering.
+    /// is the durable sequence limit: numbering continues there, and no record is written
+    /// until a durable commit has raised the limit ([`Segments::committed`]).
     pub(crate) fn new(
         backing: Arc<dyn Backing>,
         layout: SegmentLayout,
@@ -167,13 +219,79 @@ impl Segments {
                 committing_free: Vec::new(),
                 sealed_unrecorded: Vec::new(),
                 sealing: Vec::new(),
+                sealed_last: HashMap::new(),
+                deferred: Vec::new(),
+                spare: Vec::new(),
                 log: LogRing {
                     head: BLOCK as u64,
                     seq: log_seq,
+                    limit: log_seq,
                     live: VecDeque::new(),
                 },
             }),
+            append_seq: AtomicU64::new(1),
+            writers: Mutex::new(BTreeMap::new()),
         }
+    }
+
+    /// Registers a writer: hold the guard from before the first append until the transaction
+    /// that records the appended extents has committed or failed.
+    pub(crate) fn writer(&self) -> WriterGuard<'_> {
+        let mut w = self.writers.lock();
+        let start = self.append_seq.load(Ordering::SeqCst);
+        *w.entry(start).or_insert(0) += 1;
+        WriterGuard { segs: self, start }
+    }
+
+    /// Registration sequence of the oldest active writer (`u64::MAX` when none is active).
+    fn oldest_writer(&self) -> u64 {
+        self.writers
+            .lock()
+            .keys()
+            .next()
+            .copied()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// True when no active writer can hold unrecorded extents in sealed segment `seg`: its
+    /// metadata record is then the whole truth about it.
+    pub(crate) fn quiescent(&self, seg: u64) -> bool {
+        let oldest = self.oldest_writer();
+        let st = self.st.lock();
+        st.sealed_last.get(&seg).is_none_or(|&last| last <= oldest)
+    }
+
+    /// Remembers a sealed segment found empty while not quiescent.
+    pub(crate) fn defer_release(&self, seg: u64) {
+        let mut st = self.st.lock();
+        if !st.deferred.contains(&seg) {
+            st.deferred.push(seg);
+        }
+    }
+
+    /// The deferred segments that are quiescent now (removed from the list; the caller
+    /// releases those whose record still says empty).
+    pub(crate) fn take_quiescent_deferred(&self) -> Vec<u64> {
+        let oldest = self.oldest_writer();
+        let mut st = self.st.lock();
+        let State {
+            deferred,
+            sealed_last,
+            ..
+        } = &mut *st;
+        let mut out = Vec::new();
+        deferred.retain(|seg| {
+            let q = sealed_last.get(seg).is_none_or(|&last| last <= oldest);
+            if q {
+                out.push(*seg);
+            }
+            !q
+        });
+        // Entries of quiescent segments carry no information any more.
+        if sealed_last.len() > 1024 {
+            sealed_last.retain(|_, last| *last > oldest);
+        }
+        out
     }
 
     /// Free bytes in the data region (free segments plus room in open ones).
@@ -243,6 +361,7 @@ impl Segments {
         assert!(n <= max_len, "filled more than reserved");
         let addr = self.layout.addr(o.seg) + o.fill;
         o.fill += round4k(n as u64);
+        o.last_append = self.append_seq.fetch_add(1, Ordering::SeqCst) + 1;
         if o.fill + BLOCK as u64 > self.layout.seg_bytes {
             self.seal_slot(&mut slot, false)?;
         }
@@ -267,12 +386,18 @@ impl Segments {
         if r.start == r.end {
             st.free.remove(0);
         }
+        let spare = st.spare.pop();
         drop(st);
+        let reused = spare.is_some();
         Ok(Open {
             seg,
-            buf: AlignedBuf::zeroed(usize::try_from(self.layout.seg_bytes).unwrap_or(0)),
+            buf: spare.unwrap_or_else(|| {
+                AlignedBuf::zeroed(usize::try_from(self.layout.seg_bytes).unwrap_or(0))
+            }),
             fill: 0,
             logged: 0,
+            last_append: 0,
+            reused,
         })
     }
 
@@ -281,13 +406,19 @@ impl Segments {
     fn seal_slot(&self, slot: &mut Option<Open>, pad: bool) -> Result<(), VdeError> {
         let Some(Open {
             seg,
-            buf,
+            mut buf,
             fill,
             logged,
+            last_append,
+            reused,
         }) = slot.take()
         else {
             return Ok(());
         };
+        if reused {
+            // Stale bytes of the buffer's previous segment must not be written again here.
+            buf[usize::try_from(fill).unwrap_or(0)..].fill(0);
+        }
         let fill = if pad { self.layout.seg_bytes } else { fill };
         let buf = Arc::new(buf);
         self.st.lock().sealing.push((seg, Arc::clone(&buf)));
@@ -297,6 +428,15 @@ impl Segments {
         match r {
             Ok(()) => {
                 st.sealed_unrecorded.push(seg);
+                if last_append > 0 {
+                    st.sealed_last.insert(seg, last_append);
+                }
+                // Readers copy out of `sealing` under this lock, so no one else holds it now.
+                if st.spare.len() < SLOTS
+                    && let Ok(b) = Arc::try_unwrap(buf)
+                {
+                    st.spare.push(b);
+                }
                 Ok(())
             }
             Err(e) => {
@@ -307,6 +447,8 @@ impl Segments {
                     buf,
                     fill,
                     logged,
+                    last_append,
+                    reused: false,
                 });
                 Err(VdeError::Io(e))
             }
@@ -339,6 +481,8 @@ impl Segments {
     /// that transaction is durable.
     pub(crate) fn release(&self, seg: u64) {
         let mut st = self.st.lock();
+        st.sealed_last.remove(&seg);
+        st.deferred.retain(|&d| d != seg);
         if !st.pending_free.contains(&seg) {
             st.pending_free.push(seg);
         }
@@ -354,7 +498,10 @@ impl Segments {
         let layout = self.layout;
         let mut records: Vec<(u64, LogRecord, AlignedBuf)> = Vec::new();
         let mut open = Vec::new();
-        for slot in &self.slots {
+        // (slot, segment, logged before): restored if writing the records fails, so that no
+        // later commit records bytes as logged that never reached the log.
+        let mut advanced: Vec<(usize, u64, u64)> = Vec::new();
+        for (idx, slot) in self.slots.iter().enumerate() {
             let mut g = slot.lock();
             let Some(o) = g.as_mut() else { continue };
             let (seg, from, to) = (o.seg, o.logged, o.fill);
@@ -384,12 +531,23 @@ impl Segments {
                             payload_hash: *blake3::hash(&payload).as_bytes(),
                         };
                         records.push((at, rec, payload));
+                        advanced.push((idx, seg, from));
                         o.logged = to;
                     }
                     None => {
                         // Log full: write this segment in place instead (padded) — it then
                         // no longer needs the log.
-                        self.seal_slot(&mut g, true)?;
+                        if let Err(e) = self.seal_slot(&mut g, true) {
+                            drop(g);
+                            for &(i, seg, from) in &advanced {
+                                if let Some(o) =
+                                    self.slots[i].lock().as_mut().filter(|o| o.seg == seg)
+                                {
+                                    o.logged = o.logged.min(from);
+                                }
+                            }
+                            return Err(e);
+                        }
                         continue;
                     }
                 }
@@ -398,7 +556,7 @@ impl Segments {
                 open.push((o.seg, o.logged));
             }
         }
-        let (sealed, log_checkpoint) = {
+        let (sealed, log_checkpoint, next_seq) = {
             let mut st = self.st.lock();
             let sealed = std::mem::take(&mut st.sealed_unrecorded);
             st.committing_free = std::mem::take(&mut st.pending_free);
@@ -411,47 +569,77 @@ impl Segments {
                 .map(|r| r.2)
                 .min()
                 .unwrap_or(st.log.seq);
-            (sealed, ckpt)
+            (sealed, ckpt, st.log.seq)
+        };
+        let changes = SegmentChanges {
+            open,
+            sealed,
+            log_checkpoint,
+            next_seq,
         };
         for (at, rec, payload) in &records {
             let mut b = AlignedBuf::zeroed(BLOCK + payload.len());
             b[..BLOCK].copy_from_slice(&rec.encode());
             b[BLOCK..].copy_from_slice(payload);
-            self.backing.dev().write_at(&b, layout.log_start + at)?;
+            if let Err(e) = self.backing.dev().write_at(&b, layout.log_start + at) {
+                for &(idx, seg, from) in &advanced {
+                    if let Some(o) = self.slots[idx].lock().as_mut().filter(|o| o.seg == seg) {
+                        o.logged = o.logged.min(from);
+                    }
+                }
+                self.commit_failed(&changes);
+                return Err(e.into());
+            }
         }
-        Ok(SegmentChanges {
-            open,
-            sealed,
-            log_checkpoint,
-        })
+        Ok(changes)
     }
 
+    /// Finds room for a record of `size` bytes: right after the previous record when that is
+    /// free (sequential writes), else the first gap between live records. Records of a
+    /// long-lived open segment must not block the whole ring: when they did, every commit had
+    /// to write some other segment in place padded, wasting most of it.
     fn reserve(log: &mut LogRing, log_len: u64, size: u64, seg: u64) -> Option<u64> {
-        if size > log_len - BLOCK as u64 {
+        if size > log_len.saturating_sub(BLOCK as u64) || log.seq >= log.limit {
             return None;
         }
-        let mut at = log.head;
-        if at + size > log_len {
-            at = BLOCK as u64;
-        }
-        let end = at + size;
-        if log.live.iter().any(|&(o, l, _, _)| o < end && at < o + l) {
-            return None;
-        }
+        let overlaps = |at: u64| -> bool {
+            log.live
+                .iter()
+                .any(|&(o, l, _, _)| o < at + size && at < o + l)
+        };
+        let at = if log.head + size <= log_len && !overlaps(log.head) {
+            log.head
+        } else {
+            let mut spans: Vec<(u64, u64)> = log.live.iter().map(|r| (r.0, r.0 + r.1)).collect();
+            spans.sort_unstable();
+            let mut cand = BLOCK as u64;
+            for (start, end) in spans {
+                if cand + size <= start {
+                    break;
+                }
+                cand = cand.max(end);
+            }
+            if cand + size > log_len {
+                return None;
+            }
+            cand
+        };
         log.live.push_back((at, size, log.seq, seg));
-        log.head = end;
+        log.head = at + size;
         Some(at)
     }
 
-    /// After the commit of `changes` is durable: freed segments become reusable and log records
-    /// of segments no longer open become garbage.
-    pub(crate) fn committed(&self, changes: &SegmentChanges) {
+    /// After the commit of `changes` is durable: freed segments become reusable, log records
+    /// of segments no longer open become garbage, and log sequences below `seq_limit` (which
+    /// that commit recorded) may be used.
+    pub(crate) fn committed(&self, changes: &SegmentChanges, seq_limit: u64) {
         let open: Vec<u64> = self
             .slots
             .iter()
             .filter_map(|s| s.lock().as_ref().map(|o| o.seg))
             .collect();
         let mut st = self.st.lock();
+        st.log.limit = st.log.limit.max(seq_limit);
         for seg in std::mem::take(&mut st.committing_free) {
             merge_free(&mut st.free, seg);
         }
@@ -517,7 +705,12 @@ impl Segments {
                 _ => at += BLOCK,
             }
         }
-        self.st.lock().log.seq = max_seq;
+        {
+            // Every record was numbered below the durable limit this session started at, so
+            // this never moves the numbering back.
+            let mut st = self.st.lock();
+            st.log.seq = st.log.seq.max(max_seq);
+        }
         for &(seg, logged) in open {
             let mut buf = AlignedBuf::zeroed(usize::try_from(self.layout.seg_bytes).unwrap_or(0));
             let mut covered = vec![false; usize::try_from(logged / BLOCK as u64).unwrap_or(0)];
@@ -548,6 +741,8 @@ impl Segments {
                     buf,
                     fill: self.layout.seg_bytes,
                     logged,
+                    last_append: 0,
+                    reused: false,
                 }),
                 true,
             )?;
@@ -572,10 +767,10 @@ mod tests {
             log_start: 8 << 20,
             log_len: 4 << 20,
         };
-        (
-            dev,
-            Segments::new(b, layout, Uuid::from_bytes([1; 16]), &[0, 3], 0),
-        )
+        let s = Segments::new(b, layout, Uuid::from_bytes([1; 16]), &[0, 3], 0);
+        // As after the first durable commit of a session: sequences below 2^20 are reserved.
+        s.committed(&SegmentChanges::default(), 1 << 20);
+        (dev, s)
     }
 
     #[test]
@@ -609,7 +804,7 @@ mod tests {
         let a = s.append(&[7u8; 12288]).expect("append");
         let ch = s.prepare_commit(0).expect("prepare");
         assert_eq!(ch.open, vec![(1, 12288)]);
-        s.committed(&ch);
+        s.committed(&ch, 1 << 20);
         // Uncommitted tail (lost in the crash).
         s.append(&[8u8; 4096]).expect("append");
         drop(s);
@@ -644,6 +839,60 @@ mod tests {
         ));
     }
 
+    /// Goal: records a crashed session wrote after its last durable commit never pass for a
+    /// later session's records. Method: session 1 leaves a record of segment 1 beyond what
+    /// session 2 overwrites; session 2 reuses segment 1, commits a shorter tail and crashes;
+    /// recovery must rebuild session 2's bytes, not session 1's.
+    #[test]
+    fn a_crashed_sessions_records_are_never_replayed_later() {
+        let (dev, s) = store();
+        let layout = s.layout;
+        // Session 1: a committed tail in segment 1, then the segment fills and is written in
+        // place; the commit recording that leaves no open segment.
+        s.append(&[1u8; 4096]).expect("append");
+        let ch = s.prepare_commit(0).expect("prepare");
+        s.committed(&ch, 1 << 20);
+        for _ in 0..255 {
+            s.append(&[1u8; 4096]).expect("append");
+        }
+        let ch = s.prepare_commit(0).expect("prepare");
+        assert_eq!(ch.sealed, vec![1]);
+        assert!(ch.open.is_empty());
+        s.committed(&ch, 1 << 20);
+        let durable_ckpt = ch.log_checkpoint;
+        // ... then 64 KiB in segment 2, logged, and the crash comes before that commit.
+        s.append(&vec![0xAA; 65536]).expect("append");
+        let lost = s.prepare_commit(0).expect("prepare");
+        assert_eq!(lost.open, vec![(2, 65536)]);
+        drop(s);
+        // Session 2 starts from the durable state (segment 1 sealed, segment 2 free) and the
+        // sequence limit that state recorded.
+        let b = || -> Arc<dyn Backing> { Arc::new(PlainBacking::new(dev.clone(), 65536)) };
+        let s2 = Segments::new(b(), layout, Uuid::from_bytes([1; 16]), &[0, 1, 3], 1 << 20);
+        s2.committed(&SegmentChanges::default(), 2 << 20);
+        let addr = s2.append(&[0xBB; 4096]).expect("append");
+        assert_eq!(addr, layout.addr(2), "segment 2 is reused");
+        let ch2 = s2.prepare_commit(durable_ckpt).expect("prepare");
+        assert_eq!(ch2.open, vec![(2, 4096)]);
+        s2.committed(&ch2, 2 << 20);
+        drop(s2);
+        // Second crash; recovery from session 2's durable state.
+        let s3 = Segments::new(
+            b(),
+            layout,
+            Uuid::from_bytes([1; 16]),
+            &[0, 1, 2, 3],
+            2 << 20,
+        );
+        s3.recover(&ch2.open, ch2.log_checkpoint).expect("recover");
+        let mut out = vec![0u8; 4096];
+        dev.read_at(&mut out, addr).expect("read");
+        assert!(
+            out.iter().all(|&b| b == 0xBB),
+            "segment 2 holds session 1's lost record, not session 2's committed bytes"
+        );
+    }
+
     #[test]
     fn freed_segments_wait_for_the_commit() {
         let (_d, s) = store();
@@ -652,7 +901,7 @@ mod tests {
         assert_eq!(s.free_bytes(), before, "not reusable yet");
         let ch = s.prepare_commit(0).expect("prepare");
         assert_eq!(s.free_bytes(), before);
-        s.committed(&ch);
+        s.committed(&ch, 1 << 20);
         assert_eq!(s.free_bytes(), before + (1 << 20));
     }
 }

@@ -11,11 +11,12 @@ use std::collections::BTreeMap;
 
 use redb::{ReadableDatabase, ReadableTable};
 
+use crate::accounting::RefChange;
 use crate::engine::{Inner, now_ms};
 use crate::errors::VdeError;
 use crate::records::{
-    EXTENTS, ExtentRecord, KIND_VOLUME, LIVE, OBJ_DELETE_MARKER, OBJECTS, ObjectRecord, SNAPSHOTS,
-    SnapshotRecord, limits,
+    EXTENTS, ExtentRecord, INODES, InodeRecord, KIND_VOLUME, LIVE, OBJ_DELETE_MARKER,
+    OBJ_LEGAL_HOLD, OBJECTS, ObjectRecord, SNAPSHOTS, SnapshotRecord, limits,
 };
 
 /// A snapshot as the API shows it.
@@ -36,9 +37,6 @@ pub struct SnapshotInfo {
 fn corrupt(e: impl std::fmt::Display) -> VdeError {
     VdeError::Corrupt(e.to_string())
 }
-
-/// A dead entry: birth, death, stored bytes.
-type Dead = (u64, u64, u64);
 
 impl Inner {
     fn snapshot_list(&self, cid: u64) -> Result<Vec<(u64, SnapshotRecord)>, VdeError> {
@@ -79,7 +77,7 @@ impl Inner {
                 "{cname} already has a snapshot named {sname:?}"
             )));
         }
-        let (info, txg) = self.txn(|t| {
+        let (info, _) = self.txn_sync(|t| {
             let mut c = t.container(cname)?;
             let rec = SnapshotRecord {
                 name: sname.to_owned(),
@@ -98,63 +96,93 @@ impl Inner {
                 unique_bytes: 0,
             })
         })?;
-        self.sync(txg)?;
+
         Ok(info)
     }
 
-    /// Every dead entry of a container: object versions and volume blocks.
-    fn dead_entries(&self, cid: u64, volume_inode: u64) -> Result<Vec<Dead>, VdeError> {
+    /// Stored bytes only one snapshot holds, per snapshot txg: what deleting it would free.
+    ///
+    /// Volume blocks are not shared: a dead block counts for the snapshot if it is the only one
+    /// that sees it. Object data can be shared (copies, versions of one object that refer to
+    /// the same parts): an inode counts for a snapshot only if every reference to it is a dead
+    /// version of this container seen by that snapshot alone. With versioning on, deleting a
+    /// snapshot frees nothing (versioning keeps the old versions), so nothing is unique.
+    fn unique_bytes(
+        &self,
+        c: &crate::records::ContainerRecord,
+        snaps: &[u64],
+    ) -> Result<BTreeMap<u64, u64>, VdeError> {
+        let holder = |birth: u64, death: u64| -> Option<u64> {
+            let mut it = snaps.iter().filter(|&&s| birth <= s && s < death);
+            match (it.next(), it.next()) {
+                (Some(&s), None) => Some(s),
+                _ => None,
+            }
+        };
         let rx = self.db.begin_read()?;
-        let mut out = Vec::new();
-        if volume_inode != 0 {
+        let mut unique: BTreeMap<u64, u64> = BTreeMap::new();
+        if c.volume_inode != 0 {
             let t = rx.open_table(EXTENTS)?;
-            for r in t.range((volume_inode, 0, 0)..=(volume_inode, u64::MAX, u64::MAX))? {
+            let inode = c.volume_inode;
+            for r in t.range((inode, 0, 0)..=(inode, u64::MAX, u64::MAX))? {
                 let (k, v) = r?;
                 let e = ExtentRecord::decode(v.value()).map_err(corrupt)?;
-                if e.death != LIVE {
-                    out.push((k.value().2, e.death, u64::from(e.stored_len)));
+                if e.death != LIVE
+                    && let Some(s) = holder(k.value().2, e.death)
+                {
+                    *unique.entry(s).or_insert(0) += u64::from(e.stored_len);
                 }
             }
-        } else {
-            let t = rx.open_table(OBJECTS)?;
-            let inodes = rx.open_table(crate::records::INODES)?;
-            for r in t.range((cid, "", 0)..)? {
-                let (k, v) = r?;
-                let (c, _, birth) = k.value();
-                if c != cid {
-                    break;
-                }
-                let o = ObjectRecord::decode(v.value()).map_err(corrupt)?;
-                if o.death != LIVE {
-                    let mut stored = 0;
-                    for (i, _) in &o.parts {
-                        if let Some(iv) = inodes.get(*i)? {
-                            stored += crate::records::InodeRecord::decode(iv.value())
-                                .map_err(corrupt)?
-                                .stored;
-                        }
-                    }
-                    out.push((birth, o.death, stored));
+            return Ok(unique);
+        }
+        if self.effective(c, None)?.versioning.value {
+            return Ok(unique);
+        }
+        // inode -> (dead references seen here, the one snapshot holding all of them).
+        let mut seen: BTreeMap<u64, (u32, Option<u64>)> = BTreeMap::new();
+        let t = rx.open_table(OBJECTS)?;
+        for r in t.range((c.id, "", 0)..)? {
+            let (k, v) = r?;
+            let (cid, _, birth) = k.value();
+            if cid != c.id {
+                break;
+            }
+            let o = ObjectRecord::decode(v.value()).map_err(corrupt)?;
+            if o.death == LIVE {
+                continue;
+            }
+            let h = holder(birth, o.death);
+            for (i, _) in &o.parts {
+                let e = seen.entry(*i).or_insert((0, h));
+                e.0 += 1;
+                if e.1 != h {
+                    e.1 = None;
                 }
             }
         }
-        Ok(out)
+        let inodes = rx.open_table(INODES)?;
+        for (i, (refs, h)) in seen {
+            let Some(s) = h else { continue };
+            let Some(rec) = inodes
+                .get(i)?
+                .map(|v| InodeRecord::decode(v.value()))
+                .transpose()
+                .map_err(corrupt)?
+            else {
+                continue;
+            };
+            if rec.refs == refs && rec.dead_refs == refs {
+                *unique.entry(s).or_insert(0) += rec.stored;
+            }
+        }
+        Ok(unique)
     }
 
     pub(crate) fn list_snapshots(&self, cname: &str) -> Result<Vec<SnapshotInfo>, VdeError> {
         let c = self.container_record(cname)?;
         let snaps = self.snapshot_list(c.id)?;
-        let mut unique: BTreeMap<u64, u64> = BTreeMap::new();
-        for (birth, death, stored) in self.dead_entries(c.id, c.volume_inode)? {
-            let holders: Vec<u64> = snaps
-                .iter()
-                .map(|s| s.0)
-                .filter(|&s| birth <= s && s < death)
-                .collect();
-            if let [only] = holders[..] {
-                *unique.entry(only).or_insert(0) += stored;
-            }
-        }
+        let txgs: Vec<u64> = snaps.iter().map(|s| s.0).collect();
+        let unique = self.unique_bytes(&c, &txgs)?;
         Ok(snaps
             .into_iter()
             .map(|(txg, s)| SnapshotInfo {
@@ -183,7 +211,7 @@ impl Inner {
         let at = self.snapshot_txg(cname, sname)?;
         let c = self.container_record(cname)?;
         let versioning = self.effective(&c, None)?.versioning.value;
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let mut c = t.container(cname)?;
             t.tx.open_table(SNAPSHOTS)?.remove((c.id, at))?;
             let remaining: Vec<u64> = {
@@ -210,14 +238,13 @@ impl Inner {
                     }
                     v
                 };
-                let mut ino = t.inode(inode)?;
+                // Dead blocks are not in the inode's (live) stored bytes: only the container's
+                // retained bytes change.
                 for (k, rec) in dead {
                     t.free_extent_space(&rec)?;
                     t.tx.open_table(EXTENTS)?.remove(k)?;
                     c.retained_bytes = c.retained_bytes.saturating_sub(u64::from(rec.stored_len));
-                    ino.stored = ino.stored.saturating_sub(0);
                 }
-                t.put_inode(inode, &ino)?;
             } else if !versioning {
                 let dead: Vec<((String, u64), ObjectRecord)> = {
                     let o = t.tx.open_table(OBJECTS)?;
@@ -236,22 +263,17 @@ impl Inner {
                     v
                 };
                 for ((key, birth), rec) in dead {
-                    let mut stored = 0;
-                    for (i, _) in &rec.parts {
-                        stored += t.inode(*i)?.stored;
-                    }
                     t.tx.open_table(OBJECTS)?
                         .remove((c.id, key.as_str(), birth))?;
                     for (i, _) in &rec.parts {
-                        t.decref(*i)?;
+                        t.adjust_refs(*i, RefChange::DropDead)?;
                     }
-                    c.retained_bytes = c.retained_bytes.saturating_sub(stored);
                 }
             }
             c.last_snapshot = remaining.iter().copied().max().unwrap_or(0);
             t.put_container(cname, &c)
         })?;
-        self.sync(txg)?;
+
         self.drain_free_queue()
     }
 
@@ -264,7 +286,7 @@ impl Inner {
                 "{sname} is not the newest snapshot of {cname}: delete the newer snapshots first"
             )));
         }
-        let (_, txg) = self.txn(|t| {
+        self.txn_sync(|t| {
             let mut c = t.container(cname)?;
             if c.kind == KIND_VOLUME {
                 let inode = c.volume_inode;
@@ -322,13 +344,37 @@ impl Inner {
                     }
                     v
                 };
-                let (mut objects, mut logical, mut stored, mut retained) = (0u64, 0u64, 0u64, 0u64);
+                // Rollback deletes what was born after the snapshot: never an object version
+                // that retention or a legal hold protects (WORM would be bypassed).
+                let now = now_ms() / 1000;
+                if let Some(((key, birth), rec)) = all.iter().find(|((_, birth), rec)| {
+                    *birth > at
+                        && rec.flags & OBJ_DELETE_MARKER == 0
+                        && (rec.flags & OBJ_LEGAL_HOLD != 0 || rec.retain_until > now)
+                }) {
+                    return Err(VdeError::Retained(format!(
+                        "rolling {cname} back to snapshot {sname} would delete {key} (version {birth}), which is {}",
+                        if rec.flags & OBJ_LEGAL_HOLD != 0 {
+                            "under legal hold".to_owned()
+                        } else {
+                            format!("retained until {} (Unix time)", rec.retain_until)
+                        }
+                    )));
+                }
+                // Stored and retained bytes follow the reference changes (accounting.rs);
+                // object counts and logical bytes are recomputed.
+                let (mut objects, mut logical) = (0u64, 0u64);
                 for ((key, birth), mut rec) in all {
                     if birth > at {
                         t.tx.open_table(OBJECTS)?
                             .remove((c.id, key.as_str(), birth))?;
+                        let change = if rec.death == LIVE {
+                            RefChange::DropLive
+                        } else {
+                            RefChange::DropDead
+                        };
                         for (i, _) in &rec.parts {
-                            t.decref(*i)?;
+                            t.adjust_refs(*i, change)?;
                         }
                         continue;
                     }
@@ -336,29 +382,21 @@ impl Inner {
                         rec.death = LIVE;
                         t.tx.open_table(OBJECTS)?
                             .insert((c.id, key.as_str(), birth), rec.encode().as_slice())?;
-                    }
-                    let mut s = 0;
-                    for (i, _) in &rec.parts {
-                        s += t.inode(*i)?.stored;
-                    }
-                    if rec.death == LIVE {
-                        if rec.flags & OBJ_DELETE_MARKER == 0 {
-                            objects += 1;
-                            logical += rec.size;
-                            stored += s;
+                        for (i, _) in &rec.parts {
+                            t.adjust_refs(*i, RefChange::Revived)?;
                         }
-                    } else {
-                        retained += s;
+                    }
+                    if rec.death == LIVE && rec.flags & OBJ_DELETE_MARKER == 0 {
+                        objects += 1;
+                        logical += rec.size;
                     }
                 }
                 c.objects = objects;
                 c.logical_bytes = logical;
-                c.stored_bytes = stored;
-                c.retained_bytes = retained;
             }
             t.put_container(cname, &c)
         })?;
-        self.sync(txg)?;
+
         self.drain_free_queue()
     }
 }

@@ -169,6 +169,8 @@ impl Volume {
     /// [`VdeError`].
     pub fn write_at(&self, data: &[u8], off: u64) -> Result<(), VdeError> {
         self.check(off, data.len() as u64)?;
+        // Held until the transaction recording the new blocks is done (segments.rs).
+        let _writer = self.inner.segs.writer();
         let rs = usize::try_from(self.rs).unwrap_or(4096);
         let mut blocks: Vec<(u64, ExtentRecord)> = Vec::new();
         let mut pos = 0usize;
