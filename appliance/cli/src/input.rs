@@ -6,48 +6,7 @@ use dw_api::types::{PolicyDto, SettingDto};
 
 use crate::Fail;
 
-/// Parses `123`, `64K`, `512M`, `1G`, `1.5T`, `2GiB` (binary units).
-///
-/// # Errors
-/// A message for clap when it is not a size.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t
-        .find(|c: char| !c.is_ascii_digit() && c != '.')
-        .unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        "t" | "tib" | "tb" => 1 << 40,
-        "p" | "pib" | "pb" => 1 << 50,
-        _ => return Err(format!("{s:?} has an unknown unit (use K, M, G, T or P)")),
-    };
-    let bad = || format!("{s:?} is not a size (like 512M, 1G or 1073741824)");
-    let (int, frac) = num.split_once('.').unwrap_or((num, ""));
-    if int.is_empty() && frac.is_empty() {
-        return Err(bad());
-    }
-    let int: u64 = if int.is_empty() {
-        0
-    } else {
-        int.parse().map_err(|_| bad())?
-    };
-    let too_large = || format!("{s:?} is too large");
-    let mut n = int.checked_mul(mult).ok_or_else(too_large)?;
-    if !frac.is_empty() {
-        if frac.len() > 9 || !frac.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(bad());
-        }
-        let digits: u128 = frac.parse().map_err(|_| bad())?;
-        let scale = 10u128.pow(u32::try_from(frac.len()).map_err(|_| bad())?);
-        let part = u64::try_from(digits * u128::from(mult) / scale).map_err(|_| too_large())?;
-        n = n.checked_add(part).ok_or_else(too_large)?;
-    }
-    Ok(n)
-}
+pub use dw_api::parse_size;
 
 /// A rate like `100M` or `100M/s` in bytes per second (`0`: unlimited).
 ///

@@ -13,26 +13,8 @@ use dw_probe::signatures::{FileReader, detect};
 
 use crate::error::{OpError, OpResult};
 
-/// Parses `123`, `64K`, `10M`, `1G`, `2T` (binary units; `KiB` etc. also accepted).
-///
-/// # Errors
-/// A message when it is not a size.
-pub fn parse_size(s: &str) -> Result<u64, String> {
-    let t = s.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (num, unit) = t.split_at(split);
-    let n: u64 = num.parse().map_err(|_| format!("{s:?} is not a size"))?;
-    let mult: u64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1,
-        "k" | "kib" | "kb" => 1 << 10,
-        "m" | "mib" | "mb" => 1 << 20,
-        "g" | "gib" | "gb" => 1 << 30,
-        "t" | "tib" | "tb" => 1 << 40,
-        _ => return Err(format!("{s:?} has an unknown unit (K, M, G, T)")),
-    };
-    n.checked_mul(mult)
-        .ok_or_else(|| format!("{s:?} is too large"))
-}
+/// Sizes as people write them (`512M`, `1.5G`); the same parser as the CLI's.
+pub use dw_api::parse_size;
 
 /// Opens a drive (block device with O_DIRECT and io_uring, or a file).
 ///
@@ -250,17 +232,6 @@ pub fn size_of(path: &str) -> OpResult<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn sizes() {
-        assert_eq!(parse_size("4096").unwrap(), 4096);
-        assert_eq!(parse_size("64K").unwrap(), 65536);
-        assert_eq!(parse_size("1GiB").unwrap(), 1 << 30);
-        assert_eq!(parse_size(" 2 T").unwrap(), 2 << 40);
-        assert!(parse_size("x").is_err());
-        assert!(parse_size("5Q").is_err());
-        assert!(parse_size("99999999999T").is_err());
-    }
 
     #[test]
     fn files_with_data_are_refused() {

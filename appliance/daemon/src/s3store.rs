@@ -574,31 +574,15 @@ impl ObjectStore for VdeStore {
         bucket: &str,
         query: &UploadQuery,
     ) -> Result<UploadPage, ObjectStoreError> {
-        let max = query.max_uploads.min(MAX_LIST_KEYS);
-        let mut all: Vec<UploadInfo> = self
+        let all = self
             .run(bucket, "", |v| v.list_uploads(bucket))?
             .into_iter()
-            .filter(|u| u.key.starts_with(query.prefix.as_str()))
             .map(|u| UploadInfo {
                 key: u.key,
                 upload_id: u.upload_id,
                 initiated: ms_time(u.created_ms),
-            })
-            .filter(|u| match (&query.key_marker, &query.upload_id_marker) {
-                (Some(k), Some(id)) => {
-                    (u.key.as_str(), u.upload_id.as_str()) > (k.as_str(), id.as_str())
-                }
-                (Some(k), None) => u.key.as_str() > k.as_str(),
-                _ => true,
-            })
-            .collect();
-        all.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
-        let is_truncated = all.len() > max;
-        all.truncate(max);
-        Ok(UploadPage {
-            uploads: all,
-            is_truncated,
-        })
+            });
+        Ok(dw_s3::listing::paginate_uploads(all, query))
     }
 
     fn list_parts(
@@ -638,12 +622,7 @@ impl ObjectStore for VdeStore {
         retention: Option<Retention>,
         bypass_governance: bool,
     ) -> Result<(), ObjectStoreError> {
-        let (r, _) = self.vde(bucket)?;
-        if !r.object_lock {
-            return Err(ObjectStoreError::ObjectLockNotEnabled {
-                bucket: bucket.to_owned(),
-            });
-        }
+        self.lock_enabled(bucket)?;
         let (until, mode) = match retention {
             Some(x) => (secs(x.retain_until), mode_to_vde(x.mode)),
             None => (0, dw_vde::policy::RetentionMode::Governance),
@@ -658,12 +637,7 @@ impl ObjectStore for VdeStore {
         bucket: &str,
         key: &str,
     ) -> Result<Option<Retention>, ObjectStoreError> {
-        let (r, _) = self.vde(bucket)?;
-        if !r.object_lock {
-            return Err(ObjectStoreError::ObjectLockNotEnabled {
-                bucket: bucket.to_owned(),
-            });
-        }
+        self.lock_enabled(bucket)?;
         Ok(self.head_object(bucket, key)?.retention)
     }
 
@@ -673,22 +647,12 @@ impl ObjectStore for VdeStore {
         key: &str,
         on: bool,
     ) -> Result<(), ObjectStoreError> {
-        let (r, _) = self.vde(bucket)?;
-        if !r.object_lock {
-            return Err(ObjectStoreError::ObjectLockNotEnabled {
-                bucket: bucket.to_owned(),
-            });
-        }
+        self.lock_enabled(bucket)?;
         self.run(bucket, key, |v| v.set_legal_hold(bucket, key, on))
     }
 
     fn get_object_legal_hold(&self, bucket: &str, key: &str) -> Result<bool, ObjectStoreError> {
-        let (r, _) = self.vde(bucket)?;
-        if !r.object_lock {
-            return Err(ObjectStoreError::ObjectLockNotEnabled {
-                bucket: bucket.to_owned(),
-            });
-        }
+        self.lock_enabled(bucket)?;
         Ok(self.head_object(bucket, key)?.legal_hold)
     }
 
@@ -717,6 +681,18 @@ impl ObjectStore for VdeStore {
 }
 
 impl VdeStore {
+    /// The bucket's record, if object lock is enabled on it (S3 refuses lock operations
+    /// otherwise).
+    fn lock_enabled(&self, bucket: &str) -> Result<ContainerRecord, ObjectStoreError> {
+        let (r, _) = self.vde(bucket)?;
+        if !r.object_lock {
+            return Err(ObjectStoreError::ObjectLockNotEnabled {
+                bucket: bucket.to_owned(),
+            });
+        }
+        Ok(r)
+    }
+
     fn check_upload(
         &self,
         bucket: &str,

@@ -153,6 +153,36 @@ async fn every_endpoint_needs_credentials() {
     assert_eq!(st, 404, "{v}");
     let (st, _) = d.api("DELETE", "/api/v1/health", None);
     assert_eq!(st, 405);
+
+    // Oversized bodies and header floods are refused before any work is done.
+    let big = json!({"name": "x".repeat(2 << 20), "kind": "bucket"});
+    let (st, v) = d.api("POST", "/api/v1/containers", Some(&big));
+    assert_eq!(st, 413, "{v}");
+    let status = raw_status(
+        &d.socket(),
+        &format!(
+            "GET /api/v1/health HTTP/1.1\r\nHost: x\r\nX-Flood: {}\r\n\r\n",
+            "a".repeat(200_000)
+        ),
+    );
+    assert!(
+        status == 431 || status == 0,
+        "a 200 KB header answered {status}"
+    );
+    let (st, _) = d.api("GET", "/api/v1/health", None);
+    assert_eq!(st, 200, "the daemon still answers");
+}
+
+/// Sends raw bytes on the socket; the status of the answer, or 0 if the connection was closed.
+fn raw_status(socket: &str, request: &str) -> u16 {
+    use std::io::{Read, Write};
+    let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    let _ = s.write_all(request.as_bytes());
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    common::parse_response(&out).0
 }
 
 fn aws(d: &Daemon, key: &(String, String), dir: &Path) -> Command {

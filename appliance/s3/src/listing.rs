@@ -3,7 +3,9 @@
 //! A store hands [`paginate`] its keys in ascending byte order (ideally already starting at
 //! [`ListQuery::prefix`] or the marker, e.g. with a B-tree range) and gets the S3 page back.
 
-use crate::store::{ListEntry, ListPage, ListQuery};
+use crate::store::{
+    ListEntry, ListPage, ListQuery, MAX_LIST_KEYS, UploadInfo, UploadPage, UploadQuery,
+};
 
 /// Builds one ListObjects page from entries sorted by key.
 ///
@@ -71,6 +73,34 @@ where
         page.next_marker = last;
     }
     page
+}
+
+/// One page of ListMultipartUploads from every upload of a bucket (any order): prefix, then
+/// strictly after (`key_marker`, `upload_id_marker`), sorted by key then upload id, at most
+/// `max_uploads` (capped at [`MAX_LIST_KEYS`]).
+pub fn paginate_uploads<I>(uploads: I, q: &UploadQuery) -> UploadPage
+where
+    I: IntoIterator<Item = UploadInfo>,
+{
+    let max = q.max_uploads.min(MAX_LIST_KEYS);
+    let mut all: Vec<UploadInfo> = uploads
+        .into_iter()
+        .filter(|u| u.key.starts_with(q.prefix.as_str()))
+        .filter(|u| match (&q.key_marker, &q.upload_id_marker) {
+            (Some(k), Some(id)) => {
+                (u.key.as_str(), u.upload_id.as_str()) > (k.as_str(), id.as_str())
+            }
+            (Some(k), None) => u.key.as_str() > k.as_str(),
+            _ => true,
+        })
+        .collect();
+    all.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
+    let is_truncated = all.len() > max;
+    all.truncate(max);
+    UploadPage {
+        uploads: all,
+        is_truncated,
+    }
 }
 
 #[cfg(test)]

@@ -763,31 +763,12 @@ impl ObjectStore for MemStore {
     ) -> Result<UploadPage, ObjectStoreError> {
         let st = self.lock()?;
         let b = st.buckets.get(bucket).ok_or_else(|| no_bucket(bucket))?;
-        let max = query.max_uploads.min(MAX_LIST_KEYS);
-        let mut all: Vec<UploadInfo> = b
-            .uploads
-            .iter()
-            .filter(|(_, u)| u.key.starts_with(query.prefix.as_str()))
-            .map(|(id, u)| UploadInfo {
-                key: u.key.clone(),
-                upload_id: id.clone(),
-                initiated: u.initiated,
-            })
-            .filter(|u| match (&query.key_marker, &query.upload_id_marker) {
-                (Some(k), Some(id)) => {
-                    (u.key.as_str(), u.upload_id.as_str()) > (k.as_str(), id.as_str())
-                }
-                (Some(k), None) => u.key.as_str() > k.as_str(),
-                _ => true,
-            })
-            .collect();
-        all.sort_by(|a, b| (&a.key, &a.upload_id).cmp(&(&b.key, &b.upload_id)));
-        let is_truncated = all.len() > max;
-        all.truncate(max);
-        Ok(UploadPage {
-            uploads: all,
-            is_truncated,
-        })
+        let all = b.uploads.iter().map(|(id, u)| UploadInfo {
+            key: u.key.clone(),
+            upload_id: id.clone(),
+            initiated: u.initiated,
+        });
+        Ok(crate::listing::paginate_uploads(all, query))
     }
 
     fn list_parts(

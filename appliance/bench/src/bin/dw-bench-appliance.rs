@@ -39,6 +39,10 @@ struct Args {
     /// The garage binary (the S3 peer); without it the S3 peer column is empty.
     #[arg(long)]
     garage: Option<PathBuf>,
+    /// Run garage with `metadata_fsync` and `data_fsync` on (its defaults are off: an
+    /// acknowledged PUT may be lost at a power cut, which dwd never allows).
+    #[arg(long)]
+    garage_fsync: bool,
     /// Size of each of dwd's four drive files.
     #[arg(long, default_value = "4G")]
     drive_size: String,
@@ -209,11 +213,12 @@ fn garage(a: &Args, bin: &Path) -> Result<(Proc, String, String, String)> {
         &cfg,
         format!(
             "metadata_dir = \"{d}/meta\"\ndata_dir = \"{d}/data\"\ndb_engine = \"lmdb\"\n\
-             replication_factor = 1\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
+             replication_factor = 1\nmetadata_fsync = {fsync}\ndata_fsync = {fsync}\nrpc_bind_addr = \"127.0.0.1:{rpc}\"\n\
              rpc_public_addr = \"127.0.0.1:{rpc}\"\nrpc_secret = \"{secret}\"\n\
              [s3_api]\ns3_region = \"us-east-1\"\napi_bind_addr = \"127.0.0.1:{s3}\"\n\
              root_domain = \".s3.garage\"\n[admin]\napi_bind_addr = \"127.0.0.1:{admin}\"\n",
-            d = dir.display()
+            d = dir.display(),
+            fsync = a.garage_fsync
         ),
     )?;
     let log = std::fs::File::create(a.dir.join("garage.log"))?;
@@ -304,10 +309,11 @@ fn s3_part(a: &Args) -> Result<()> {
     println!("### S3: dwd vs garage\n");
     println!(
         "dw-s3-bench, {} connections, {} s per phase; dwd on a RAID-Z2 of four {} drive files, \
-         garage single node (replication 1, LMDB, zstd level 1 default), both under `{}`.\n",
+         garage single node (replication 1, LMDB, zstd level 1 default, fsync {}), both under `{}`.\n",
         a.concurrency,
         a.seconds,
         a.drive_size,
+        if a.garage_fsync { "on" } else { "off (its default)" },
         a.dir.display()
     );
     println!(
