@@ -494,7 +494,11 @@ mod tests {
         b[3] = 0;
         b[4] = 0;
         let log = decode_smart_log(&b).unwrap();
-        assert!(evaluate(&log, None).is_empty(), "{:?}", evaluate(&log, None));
+        assert!(
+            evaluate(&log, None).is_empty(),
+            "{:?}",
+            evaluate(&log, None)
+        );
     }
 
     #[test]

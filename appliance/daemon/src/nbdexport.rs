@@ -76,7 +76,8 @@ impl BlockExport for VolumeExport {
     fn block_sizes(&self) -> BlockSizes {
         let bs = u32::try_from(self.vol.block_size()).unwrap_or(4096);
         BlockSizes {
-            minimum: bs.min(64 * 1024),
+            // Smaller writes are read-modify-written by the export (below).
+            minimum: bs.min(4096),
             preferred: bs.max(4096),
             maximum: 32 << 20,
         }

@@ -26,7 +26,7 @@ use crate::format::{
     self, BLOCK, FormatError, Header, KEYSLOTS_A, KEYSLOTS_B, KEYSLOTS_LEN, KEYSLOTS_MAX_BLOB,
     META_START, RECOVERY, REGDIR_A, REGDIR_B, RecoveryBlock, Region, RegionDirectory, RegionKind,
 };
-use crate::metastore::MetaBackend;
+use crate::metastore::{MetaBackend, MetaGauge};
 use crate::policy::{self, Compression, Encryption, Policy};
 use crate::records::{
     self, ExtentRecord, FREE_QUEUE, INODES, InodeRecord, LIVE, META, SEG_OPEN, SEG_SEALED,
@@ -45,6 +45,29 @@ const LOG_SEQ_BLOCK: u64 = 1 << 20;
 /// ... and the reservation is raised when fewer than this many are left (a commit writes at
 /// most one record per open segment slot, far fewer).
 const LOG_SEQ_MARGIN: u64 = 1 << 16;
+
+/// What the metadata guard charges one operation between measurements: five 4 KiB pages, a
+/// leaf and its branch path copied (redb copies on write, and pages a transaction frees are
+/// reused only after the next durable commit).
+const META_CHARGE: u64 = 20 << 10;
+
+/// The metadata guard's last measurement and what it has charged since.
+#[derive(Debug, Default)]
+struct MetaCheck {
+    /// Bytes the store had allocated when last measured.
+    used: u64,
+    /// Charged since then.
+    charged: u64,
+    /// Found over the limit: when, and the free epoch and durable txg then (a free or a
+    /// durable commit makes it look again).
+    full: Option<(std::time::Instant, (u64, u64))>,
+}
+
+fn meta_full(used: u64, reach: u64, reserve: u64) -> VdeError {
+    VdeError::NoSpace(format!(
+        "the metadata region is full ({used} of {reach} bytes in use, {reserve} kept for deletes); delete data or snapshots, or use larger records (fewer metadata entries per byte)"
+    ))
+}
 
 /// Options for [`crate::Vde::format`].
 #[derive(Debug, Clone, Default)]
@@ -108,6 +131,10 @@ pub(crate) struct Inner {
     pub recovery: Mutex<RecoveryBlock>,
     pub keys: RwLock<KeySchedule>,
     pub db: Database,
+    /// The metadata store's size (for the space guard).
+    pub meta: MetaGauge,
+    /// The metadata guard's state.
+    meta_check: Mutex<MetaCheck>,
     pub segs: Segments,
     ids: Mutex<Ids>,
     /// The last txg handed out.
@@ -162,7 +189,7 @@ fn plan_regions(
     let align = |v: u64| v / BLOCK as u64 * BLOCK as u64;
     let mut meta = align(
         opts.metadata_bytes
-            .unwrap_or((size / 50).clamp(16 * MIB, 64 << 30)),
+            .unwrap_or((size / 32).clamp(16 * MIB, 64 << 30)),
     );
     let mut log = align(
         opts.log_bytes
@@ -672,6 +699,7 @@ impl Inner {
             .ok_or_else(|| OpenError::Unsuitable("no metadata region".into()))?;
         let be = MetaBackend::open(Arc::clone(&backing), meta.offset, meta.length)
             .map_err(|e| OpenError::Metadata(e.to_string()))?;
+        let meta_gauge = be.gauge();
         let db = Database::builder()
             .set_cache_size(64 << 20)
             .create_with_backend(be)
@@ -767,6 +795,8 @@ impl Inner {
             recovery: Mutex::new(recovery),
             keys: RwLock::new(keys),
             db,
+            meta: meta_gauge,
+            meta_check: Mutex::new(MetaCheck::default()),
             segs,
             ids: Mutex::new(Ids {
                 next_extent: state.extent_id_limit,
@@ -1058,17 +1088,63 @@ impl Inner {
         }
     }
 
+    /// Refuses an operation that adds metadata when the metadata store is nearly full, with
+    /// a reserve left so deletes, discards, cleaning and commits of what was already written
+    /// still fit. Without it the store would ask for more room than its region has, and redb
+    /// stops accepting any write until the VDE is reopened.
+    ///
+    /// Measuring exactly walks the store's trees, so between measurements each call is
+    /// charged [`META_CHARGE`], a bound on what one record or object operation adds; a
+    /// measurement happens only when the charges could have crossed the limit.
+    /// Once over it, operations are refused without measuring until something is freed or
+    /// made durable (or a second has passed).
+    pub(crate) fn meta_guard(&self) -> Result<(), VdeError> {
+        const MIB: u64 = 1 << 20;
+        let reach = self.meta.reachable();
+        let reserve = (reach / 8).clamp(MIB / 2, 512 * MIB);
+        let limit = reach.saturating_sub(reserve);
+        // Frees take effect at the next durable commit; either makes a full store look again.
+        let epoch = (
+            self.free_epoch.load(Ordering::Acquire),
+            self.sync.lock().durable,
+        );
+        let mut check = self.meta_check.lock();
+        match check.full {
+            // Full: nothing was freed or made durable since, and the last look is recent.
+            Some((at, e)) if e == epoch && at.elapsed() < std::time::Duration::from_secs(1) => {
+                return Err(meta_full(check.used, reach, reserve));
+            }
+            Some(_) => {}
+            None => {
+                check.charged = check.charged.saturating_add(META_CHARGE);
+                if check.used.saturating_add(check.charged) <= limit {
+                    return Ok(());
+                }
+            }
+        }
+        let used = self.meta_used()?;
+        check.used = used;
+        check.charged = 0;
+        if used > limit {
+            check.full = Some((std::time::Instant::now(), epoch));
+            return Err(meta_full(used, reach, reserve));
+        }
+        check.full = None;
+        Ok(())
+    }
+
+    /// Bytes the metadata store occupies (capacity reports; 0 if it cannot be measured).
+    pub(crate) fn meta_used_or_zero(&self) -> u64 {
+        self.meta_used().unwrap_or(0)
+    }
+
     /// Bytes the metadata store occupies.
-    pub(crate) fn meta_used(&self) -> u64 {
-        self.db
-            .begin_write()
-            .ok()
-            .and_then(|tx| {
-                tx.stats()
-                    .ok()
-                    .map(|s| s.allocated_pages() * s.page_size() as u64)
-            })
-            .unwrap_or(0)
+    pub(crate) fn meta_used(&self) -> Result<u64, VdeError> {
+        let tx = self.db.begin_write()?;
+        let s = tx.stats()?;
+        let used = s.allocated_pages() * s.page_size() as u64;
+        tx.abort()?;
+        Ok(used)
     }
 
     /// The latest txg handed out (committed or being committed).
@@ -1223,6 +1299,7 @@ impl Inner {
         compression: Compression,
         encryption: Encryption,
     ) -> Result<ExtentRecord, VdeError> {
+        self.meta_guard()?;
         match self.try_write_record(plain, container, inode, offset, compression, encryption) {
             Err(VdeError::NoSpace(why)) => {
                 // Out of free segments: reclaim mostly-dead ones, then try once more.

@@ -621,7 +621,7 @@ impl Vde {
         let st = self.inner.state_record()?;
         cap.stored_bytes += st.orphan_stored;
         cap.retained_bytes += st.orphan_retained;
-        cap.metadata_used = self.inner.meta_used();
+        cap.metadata_used = self.inner.meta_used_or_zero();
         Ok(cap)
     }
 }

@@ -37,10 +37,39 @@ pub(crate) struct MetaBackend {
     start: u64,
     capacity: u64,
     /// The length record, and whether it differs from the persisted one (written at the
-    /// next sync). One lock for both: no ordering to get wrong.
-    state: Mutex<(MetaLen, bool)>,
+    /// next sync). One lock for both: no ordering to get wrong. Shared with [`MetaGauge`].
+    state: Arc<Mutex<(MetaLen, bool)>>,
     /// Blocks written since the last sync, by block index within the store.
     held: RwLock<BTreeMap<u64, AlignedBuf>>,
+}
+
+/// How full the store is, for the engine's metadata-space guard (engine.rs, `meta_guard`):
+/// the length redb has sized its "file" to and the region's capacity. A handle that stays
+/// valid while redb owns the backend.
+#[derive(Debug, Clone)]
+pub(crate) struct MetaGauge {
+    state: Arc<Mutex<(MetaLen, bool)>>,
+    capacity: u64,
+}
+
+impl MetaGauge {
+    /// The store's current length (what redb sized its file to).
+    pub(crate) fn len(&self) -> u64 {
+        self.state.lock().0.len
+    }
+
+    /// The largest length the store can still reach. redb grows its file by doubling while
+    /// it is smaller than one of its regions (4 GiB), so from `len` it reaches `len · 2^k`
+    /// for the largest k that fits the region; a request beyond fails and poisons redb, which
+    /// is what the guard exists to prevent.
+    pub(crate) fn reachable(&self) -> u64 {
+        let mut reach = self.len().max(1);
+        // The margin covers redb's rounding of a layout to whole pages.
+        while reach.saturating_mul(2).saturating_add(64 << 10) <= self.capacity {
+            reach *= 2;
+        }
+        reach.min(self.capacity)
+    }
 }
 
 fn io(e: impl std::fmt::Display) -> std::io::Error {
@@ -79,9 +108,17 @@ impl MetaBackend {
             backing,
             start,
             capacity: len - SLOTS,
-            state: Mutex::new((state, false)),
+            state: Arc::new(Mutex::new((state, false))),
             held: RwLock::new(BTreeMap::new()),
         })
+    }
+
+    /// A gauge of this store's size.
+    pub(crate) fn gauge(&self) -> MetaGauge {
+        MetaGauge {
+            state: Arc::clone(&self.state),
+            capacity: self.capacity,
+        }
     }
 
     fn base(&self) -> u64 {
@@ -248,6 +285,10 @@ impl redb::StorageBackend for MetaBackend {
             let st = self.state.lock();
             (st.0.len, st.0.high_water)
         };
+        tracing::debug!("metadata store resized from {old} to {len} bytes");
+        if std::env::var_os("DW_META_TRACE").is_some() {
+            eprintln!("SETLEN {old} -> {len} (cap {})", self.capacity);
+        }
         if len > old && hwm > old {
             // New positions must read as zeros: clear what an earlier, longer store left.
             let end = len.min(hwm);

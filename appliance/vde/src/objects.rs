@@ -21,8 +21,10 @@ use crate::records::{
 
 /// Default record size of buckets.
 pub const BUCKET_RECORD: u32 = 128 * 1024;
-/// Default record size of volumes (4 KiB blocks, as clients write them).
-pub const VOLUME_RECORD: u32 = 4096;
+/// Default record size of volumes: 16 KiB, as ZFS chose for zvols. 4 KiB records cost about
+/// 110 bytes of metadata each (2.6 % of the data); 16 KiB ones a quarter of that, and smaller
+/// client writes are read-modify-written within a record.
+pub const VOLUME_RECORD: u32 = 16384;
 /// Extents committed per transaction while streaming a large object.
 const BATCH: usize = 256;
 
@@ -339,6 +341,7 @@ impl Inner {
         name: &str,
         spec: &ContainerSpec,
     ) -> Result<ContainerInfo, VdeError> {
+        self.meta_guard()?;
         validate_name(name)?;
         let vde_pol = *self.vde_policy.read();
         policy::check_child(&[(Level::Vde, &vde_pol)], Level::Container, &spec.policy)
@@ -710,6 +713,7 @@ impl Inner {
         opts: &PutOptions,
         body: &mut dyn Read,
     ) -> Result<ObjectInfo, VdeError> {
+        self.meta_guard()?;
         validate_key(key)?;
         let content_type = opts
             .content_type
@@ -1092,6 +1096,7 @@ impl Inner {
         dst_key: &str,
         replace_meta: Option<&(String, Vec<(String, String)>)>,
     ) -> Result<ObjectInfo, VdeError> {
+        self.meta_guard()?;
         validate_key(dst_key)?;
         let dc = self.container_record(dst_c)?;
         if dc.kind != KIND_BUCKET {
@@ -1253,6 +1258,7 @@ impl Inner {
         content_type: Option<String>,
         user_meta: Vec<(String, String)>,
     ) -> Result<UploadInfo, VdeError> {
+        self.meta_guard()?;
         validate_key(key)?;
         let ct = content_type.unwrap_or_else(|| "application/octet-stream".into());
         validate_meta(&ct, &user_meta)?;

@@ -58,6 +58,7 @@ impl Inner {
         cname: &str,
         sname: &str,
     ) -> Result<SnapshotInfo, VdeError> {
+        self.meta_guard()?;
         if sname.is_empty()
             || sname.len() > limits::SNAPSHOT_NAME
             || sname.chars().any(char::is_control)

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{ArrayRig, MIB, PlainRig, data, key, mixed, read_all};
+use common::{ArrayRig, MIB, PlainRig, data, key, mixed, read_all, rng};
 use dw_blockdev::BlockDev;
 use dw_raid::Level;
 use dw_vde::policy::{
@@ -262,7 +262,8 @@ fn volumes_thin_discard_and_reopen() {
                 profile: Some(Profile::Standard),
                 ..Policy::default()
             },
-            record_size: None,
+            // 4 KiB records, so the discard below retires whole records of it.
+            record_size: Some(4096),
         },
     )
     .expect("volume");
@@ -791,7 +792,7 @@ fn cleaner_reclaims_scattered_overwrites() {
     let mut model = data(1, size as usize);
     vol.write_at(&model, 0).expect("fill");
     vol.flush().expect("flush");
-    let mut r = common::rng(5);
+    let mut r = rng(5);
     for i in 0..(6 * size / 4096) {
         let blk = rand::Rng::random_range(&mut r, 0..size / 4096);
         let d = data(100 + i, 4096);
@@ -925,4 +926,128 @@ fn rollback_refuses_to_delete_protected_objects() {
     let e = v.rollback("v", "empty").expect_err("the retained v1");
     assert!(matches!(e, VdeError::Retained(_)), "{e}");
     assert_eq!(get(&v, "v", "k"), b"v2");
+}
+
+/// Filling the metadata region (4 KiB volume records cost ~110 bytes of metadata each) is a
+/// clear "no space" refusal, never a wedged store: discards, deletes and commits still work,
+/// writes resume once space is freed, and the VDE reopens.
+#[test]
+fn metadata_full_refuses_new_data_and_stays_usable() {
+    let rig = PlainRig::new(768 * MIB);
+    let v = rig.format(&FormatOptions {
+        metadata_bytes: Some(4 * MIB),
+        ..FormatOptions::default()
+    });
+    let vol_size = 512 * MIB;
+    v.create_container(
+        "vol",
+        &ContainerSpec {
+            kind: ContainerKind::Volume { size: vol_size },
+            policy: Policy::default(),
+            record_size: Some(4096),
+        },
+    )
+    .expect("volume");
+    v.create_container("b", &bucket(None)).expect("bucket");
+    put(&v, "b", "keep", b"kept through it all");
+    let vol = v.volume("vol").expect("open volume");
+    let chunk = data(7, 256 * 1024);
+    let mut written = 0u64;
+    let err = loop {
+        assert!(
+            written < vol_size,
+            "4 MiB of metadata cannot map 512 MiB of 4 KiB records"
+        );
+        match vol.write_at(&chunk, written) {
+            Ok(()) => written += chunk.len() as u64,
+            Err(e) => break e,
+        }
+        if (written / chunk.len() as u64).is_multiple_of(16) {
+            vol.flush().expect("flush while filling");
+        }
+    };
+    assert!(
+        matches!(&err, VdeError::NoSpace(why) if why.contains("metadata")),
+        "{err:?}"
+    );
+    assert!(
+        written > 16 * MIB,
+        "refused too early: {written} bytes: {err}"
+    );
+    // Other metadata-adding operations are refused the same way.
+    let e = v
+        .put_object("b", "new", &PutOptions::default(), &mut &b"x"[..])
+        .expect_err("put while full");
+    assert!(matches!(e, VdeError::NoSpace(_)), "{e:?}");
+    // The store still commits: flush, read back, delete, discard.
+    vol.flush().expect("flush when full");
+    let mut back = vec![0u8; chunk.len()];
+    vol.read_at(&mut back, 0).expect("read when full");
+    assert_eq!(back, chunk);
+    assert_eq!(get(&v, "b", "keep"), b"kept through it all");
+    vol.discard(0, written / 2).expect("discard when full");
+    vol.flush().expect("flush after discard");
+    // Freed metadata is reused.
+    vol.write_at(&chunk, 0).expect("write after discard");
+    vol.flush().expect("flush");
+    drop(vol);
+    v.close().expect("close");
+    let v = rig.open();
+    let vol = v.volume("vol").expect("reopen volume");
+    vol.read_at(&mut back, 0).expect("read after reopen");
+    assert_eq!(back, chunk);
+    let last = written - chunk.len() as u64;
+    vol.read_at(&mut back, last)
+        .expect("read the last acknowledged chunk");
+    assert_eq!(back, chunk);
+    assert_eq!(get(&v, "b", "keep"), b"kept through it all");
+    drop(vol);
+    v.close().expect("close again");
+}
+
+/// The same with single random 4 KiB writes, each its own transaction (the most metadata
+/// copied per byte).
+#[test]
+fn metadata_full_under_random_small_writes() {
+    use rand::Rng;
+    let rig = PlainRig::new(768 * MIB);
+    let v = rig.format(&FormatOptions {
+        metadata_bytes: Some(4 * MIB),
+        ..FormatOptions::default()
+    });
+    let vol_size = 512 * MIB;
+    v.create_container(
+        "vol",
+        &ContainerSpec {
+            kind: ContainerKind::Volume { size: vol_size },
+            policy: Policy::default(),
+            record_size: Some(4096),
+        },
+    )
+    .expect("volume");
+    let vol = v.volume("vol").expect("open volume");
+    let block = data(9, 4096);
+    let mut r = rng(11);
+    let mut n = 0u64;
+    let err = loop {
+        assert!(n < vol_size / 4096, "never refused");
+        let off = r.random_range(0..vol_size / 4096) * 4096;
+        match vol.write_at(&block, off) {
+            Ok(()) => n += 1,
+            Err(e) => break e,
+        }
+        if n.is_multiple_of(64) {
+            vol.flush().expect("flush while filling");
+        }
+    };
+    assert!(matches!(&err, VdeError::NoSpace(_)), "{err:?}");
+    assert!(n > 4096, "refused too early: {n} writes");
+    vol.flush().expect("flush when full");
+    vol.discard(0, vol_size).expect("discard everything");
+    vol.flush().expect("flush after discard");
+    vol.write_at(&block, 0).expect("write after discard");
+    drop(vol);
+    v.close().expect("close");
+    let v = rig.open();
+    drop(v);
 }

@@ -313,7 +313,11 @@ fn s3_part(a: &Args) -> Result<()> {
         a.concurrency,
         a.seconds,
         a.drive_size,
-        if a.garage_fsync { "on" } else { "off (its default)" },
+        if a.garage_fsync {
+            "on"
+        } else {
+            "off (its default)"
+        },
         a.dir.display()
     );
     println!(
