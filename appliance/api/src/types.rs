@@ -762,7 +762,8 @@ pub struct CreateContainerRequest {
     /// Policy (profile and settings).
     #[serde(default)]
     pub policy: Option<PolicyDto>,
-    /// Record size in bytes (power of two, 4 KiB-1 MiB).
+    /// Record size in bytes (power of two, 4 KiB-1 MiB; default 128 KiB for buckets, 16 KiB for
+    /// volumes).
     #[serde(default)]
     pub record_size: Option<u32>,
     /// Buckets: S3 key that owns it (default: none, only admin keys and grants).
