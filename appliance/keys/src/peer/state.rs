@@ -254,6 +254,13 @@ impl ServiceState {
                 v => return Err(invalid("has_snp", format!("{v}"))),
             };
             let m = r.array::<48>("snp_measurement")?;
+            // Without the flag the field is zero: one encoding per state (found by fuzzing).
+            if !has_snp && m != [0; 48] {
+                return Err(invalid(
+                    "snp_measurement",
+                    "set although the machine has no SEV-SNP measurement",
+                ));
+            }
             let enrolled_at = UnixTime(r.u64_le("enrolled_at")?);
             let updated_at = UnixTime(r.u64_le("updated_at")?);
             let label_len = usize::from(r.u8("label_len")?);
@@ -364,4 +371,21 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), StateIoError> {
         .and_then(|d| d.sync_all())
         .map_err(io("fsync directory", dir))?;
     Ok(())
+}
+
+#[cfg(test)]
+mod fuzz_regressions {
+    use super::{DecodeStateError, ServiceState, repair_checksum_for_fuzzing};
+
+    /// A fuzzer-found file: a machine without the SEV-SNP flag but with measurement bytes. It
+    /// decoded, and re-encoded differently (the bytes were dropped); now it is refused.
+    #[test]
+    fn snp_measurement_without_the_flag_is_refused() {
+        let mut b = include_bytes!("../../tests/data/state-snp-field-without-flag.bin").to_vec();
+        repair_checksum_for_fuzzing(&mut b);
+        match ServiceState::decode(&b) {
+            Err(DecodeStateError::Invalid { field, .. }) => assert_eq!(field, "snp_measurement"),
+            other => panic!("{other:?}"),
+        }
+    }
 }
