@@ -928,26 +928,36 @@ fn rollback_refuses_to_delete_protected_objects() {
     assert_eq!(get(&v, "v", "k"), b"v2");
 }
 
-/// Filling the metadata region (4 KiB volume records cost ~110 bytes of metadata each) is a
-/// clear "no space" refusal, never a wedged store: discards, deletes and commits still work,
-/// writes resume once space is freed, and the VDE reopens.
-#[test]
-fn metadata_full_refuses_new_data_and_stays_usable() {
+/// A VDE whose 4 MiB metadata region cannot map its 512 MiB volume "vol" of 4 KiB records.
+const SMALL_META_VOLUME: u64 = 512 * MIB;
+
+fn small_metadata_vde() -> (PlainRig, Vde) {
     let rig = PlainRig::new(768 * MIB);
     let v = rig.format(&FormatOptions {
         metadata_bytes: Some(4 * MIB),
         ..FormatOptions::default()
     });
-    let vol_size = 512 * MIB;
     v.create_container(
         "vol",
         &ContainerSpec {
-            kind: ContainerKind::Volume { size: vol_size },
+            kind: ContainerKind::Volume {
+                size: SMALL_META_VOLUME,
+            },
             policy: Policy::default(),
             record_size: Some(4096),
         },
     )
     .expect("volume");
+    (rig, v)
+}
+
+/// Filling the metadata region (4 KiB volume records cost ~110 bytes of metadata each) is a
+/// clear "no space" refusal, never a wedged store: discards, deletes and commits still work,
+/// writes resume once space is freed, and the VDE reopens.
+#[test]
+fn metadata_full_refuses_new_data_and_stays_usable() {
+    let (rig, v) = small_metadata_vde();
+    let vol_size = SMALL_META_VOLUME;
     v.create_container("b", &bucket(None)).expect("bucket");
     put(&v, "b", "keep", b"kept through it all");
     let vol = v.volume("vol").expect("open volume");
@@ -1010,21 +1020,8 @@ fn metadata_full_refuses_new_data_and_stays_usable() {
 #[test]
 fn metadata_full_under_random_small_writes() {
     use rand::Rng;
-    let rig = PlainRig::new(768 * MIB);
-    let v = rig.format(&FormatOptions {
-        metadata_bytes: Some(4 * MIB),
-        ..FormatOptions::default()
-    });
-    let vol_size = 512 * MIB;
-    v.create_container(
-        "vol",
-        &ContainerSpec {
-            kind: ContainerKind::Volume { size: vol_size },
-            policy: Policy::default(),
-            record_size: Some(4096),
-        },
-    )
-    .expect("volume");
+    let (rig, v) = small_metadata_vde();
+    let vol_size = SMALL_META_VOLUME;
     let vol = v.volume("vol").expect("open volume");
     let block = data(9, 4096);
     let mut r = rng(11);
