@@ -1678,23 +1678,33 @@ pub(crate) struct Txn<'a> {
 impl Txn<'_> {
     /// Accounts a new extent in its segment.
     pub(crate) fn add_extent_space(&mut self, e: &ExtentRecord) -> Result<(), VdeError> {
-        let seg = self.inner.segs.layout.segment_of(e.addr).ok_or_else(|| {
-            VdeError::Corrupt(format!("extent address {} outside the data region", e.addr))
-        })?;
-        let padded = u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64;
+        self.add_extents_space(std::slice::from_ref(e))
+    }
+
+    /// [`Txn::add_extent_space`] for many extents: one update per segment they fall in.
+    pub(crate) fn add_extents_space(&mut self, es: &[ExtentRecord]) -> Result<(), VdeError> {
+        let mut per_seg: std::collections::BTreeMap<u64, u64> = std::collections::BTreeMap::new();
+        for e in es {
+            let seg = self.inner.segs.layout.segment_of(e.addr).ok_or_else(|| {
+                VdeError::Corrupt(format!("extent address {} outside the data region", e.addr))
+            })?;
+            let padded = u64::from(e.stored_len).div_ceil(BLOCK as u64) * BLOCK as u64;
+            *per_seg.entry(seg).or_insert(0) += padded;
+        }
         let mut t = self.tx.open_table(SEGMENTS)?;
-        let mut r = match t.get(seg)? {
-            Some(v) => {
-                SegmentRecord::decode(v.value()).map_err(|e| VdeError::Corrupt(e.to_string()))?
-            }
-            None => SegmentRecord {
-                state: SEG_OPEN,
-                live_bytes: 0,
-                logged: 0,
-            },
-        };
-        r.live_bytes += padded;
-        t.insert(seg, r.encode().as_slice())?;
+        for (seg, padded) in per_seg {
+            let mut r = match t.get(seg)? {
+                Some(v) => SegmentRecord::decode(v.value())
+                    .map_err(|e| VdeError::Corrupt(e.to_string()))?,
+                None => SegmentRecord {
+                    state: SEG_OPEN,
+                    live_bytes: 0,
+                    logged: 0,
+                },
+            };
+            r.live_bytes += padded;
+            t.insert(seg, r.encode().as_slice())?;
+        }
         Ok(())
     }
 

@@ -666,11 +666,14 @@ impl Inner {
     ) -> Result<(), VdeError> {
         let batch = std::mem::take(pending);
         self.txn(|t| {
-            for (off, e) in &batch {
-                t.add_extent_space(e)?;
-                t.tx.open_table(EXTENTS)?
-                    .insert((inode, *off, 0), e.encode().as_slice())?;
+            {
+                let mut ext = t.tx.open_table(EXTENTS)?;
+                for (off, e) in &batch {
+                    ext.insert((inode, *off, 0), e.encode().as_slice())?;
+                }
             }
+            let added: Vec<ExtentRecord> = batch.iter().map(|(_, e)| *e).collect();
+            t.add_extents_space(&added)?;
             let mut i = t.inode(inode)?;
             i.size = size;
             i.stored = stored;

@@ -259,34 +259,43 @@ impl Volume {
         self.inner.txn(|t| {
             let mut c = t.container(&name)?;
             let mut ino = t.inode(inode)?;
-            for (blk, e) in blocks {
-                let prev = live(&t.tx.open_table(EXTENTS)?, inode, *blk)?;
-                if let Some((birth, mut old)) = prev {
-                    let old_stored = u64::from(old.stored_len);
-                    c.stored_bytes = c.stored_bytes.saturating_sub(old_stored);
-                    ino.stored = ino.stored.saturating_sub(old_stored);
-                    if birth <= c.last_snapshot {
-                        old.death = t.txg;
-                        c.retained_bytes += old_stored;
-                        t.tx.open_table(EXTENTS)?
-                            .insert((inode, *blk, birth), old.encode().as_slice())?;
-                    } else {
-                        t.free_extent_space(&old)?;
-                        t.tx.open_table(EXTENTS)?.remove((inode, *blk, birth))?;
+            // Space accounting after the extent table is done with: one table open for all
+            // the blocks, and one segment record update per segment (engine.rs).
+            let mut freed = Vec::new();
+            {
+                let mut ext = t.tx.open_table(EXTENTS)?;
+                for (blk, e) in blocks {
+                    if let Some((birth, mut old)) = live(&ext, inode, *blk)? {
+                        let old_stored = u64::from(old.stored_len);
+                        c.stored_bytes = c.stored_bytes.saturating_sub(old_stored);
+                        ino.stored = ino.stored.saturating_sub(old_stored);
+                        if birth <= c.last_snapshot {
+                            old.death = t.txg;
+                            c.retained_bytes += old_stored;
+                            ext.insert((inode, *blk, birth), old.encode().as_slice())?;
+                        } else {
+                            freed.push(old);
+                            ext.remove((inode, *blk, birth))?;
+                        }
+                        if discard {
+                            c.logical_bytes = c.logical_bytes.saturating_sub(rs);
+                        }
+                    } else if !discard {
+                        c.logical_bytes += rs;
                     }
-                    if discard {
-                        c.logical_bytes = c.logical_bytes.saturating_sub(rs);
+                    if !discard {
+                        ext.insert((inode, *blk, t.txg), e.encode().as_slice())?;
+                        c.stored_bytes += u64::from(e.stored_len);
+                        ino.stored += u64::from(e.stored_len);
                     }
-                } else if !discard {
-                    c.logical_bytes += rs;
                 }
-                if !discard {
-                    t.add_extent_space(e)?;
-                    t.tx.open_table(EXTENTS)?
-                        .insert((inode, *blk, t.txg), e.encode().as_slice())?;
-                    c.stored_bytes += u64::from(e.stored_len);
-                    ino.stored += u64::from(e.stored_len);
-                }
+            }
+            for old in &freed {
+                t.free_extent_space(old)?;
+            }
+            if !discard {
+                let added: Vec<ExtentRecord> = blocks.iter().map(|(_, e)| *e).collect();
+                t.add_extents_space(&added)?;
             }
             t.put_inode(inode, &ino)?;
             t.put_container(&name, &c)
