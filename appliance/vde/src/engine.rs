@@ -63,6 +63,23 @@ struct MetaCheck {
     full: Option<(std::time::Instant, (u64, u64))>,
 }
 
+/// A segment's record, or a fresh open one when it has none yet.
+fn segment_or_open(
+    t: &impl ReadableTable<u64, &'static [u8]>,
+    seg: u64,
+) -> Result<SegmentRecord, VdeError> {
+    Ok(match t.get(seg)? {
+        Some(v) => {
+            SegmentRecord::decode(v.value()).map_err(|e| VdeError::Corrupt(e.to_string()))?
+        }
+        None => SegmentRecord {
+            state: SEG_OPEN,
+            live_bytes: 0,
+            logged: 0,
+        },
+    })
+}
+
 fn meta_full(used: u64, reach: u64, reserve: u64) -> VdeError {
     VdeError::NoSpace(format!(
         "the metadata region is full ({used} of {reach} bytes in use, {reserve} kept for deletes); delete data or snapshots, or use larger records (fewer metadata entries per byte)"
@@ -1001,15 +1018,7 @@ impl Inner {
             let changes = &w.changes;
             let mut segs = tx.open_table(SEGMENTS)?;
             for &(seg, logged) in &changes.open {
-                let mut r = match segs.get(seg)? {
-                    Some(v) => SegmentRecord::decode(v.value())
-                        .map_err(|e| VdeError::Corrupt(e.to_string()))?,
-                    None => SegmentRecord {
-                        state: SEG_OPEN,
-                        live_bytes: 0,
-                        logged: 0,
-                    },
-                };
+                let mut r = segment_or_open(&segs, seg)?;
                 r.state = SEG_OPEN;
                 r.logged = logged;
                 segs.insert(seg, r.encode().as_slice())?;
@@ -1693,15 +1702,7 @@ impl Txn<'_> {
         }
         let mut t = self.tx.open_table(SEGMENTS)?;
         for (seg, padded) in per_seg {
-            let mut r = match t.get(seg)? {
-                Some(v) => SegmentRecord::decode(v.value())
-                    .map_err(|e| VdeError::Corrupt(e.to_string()))?,
-                None => SegmentRecord {
-                    state: SEG_OPEN,
-                    live_bytes: 0,
-                    logged: 0,
-                },
-            };
+            let mut r = segment_or_open(&t, seg)?;
             r.live_bytes += padded;
             t.insert(seg, r.encode().as_slice())?;
         }
