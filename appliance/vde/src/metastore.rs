@@ -58,18 +58,30 @@ impl MetaGauge {
         self.state.lock().0.len
     }
 
-    /// The largest length the store can still reach. redb grows its file by doubling while
-    /// it is smaller than one of its regions (4 GiB), so from `len` it reaches `len · 2^k`
-    /// for the largest k that fits the region; a request beyond fails and poisons redb, which
-    /// is what the guard exists to prevent.
+    /// The largest length the store can still reach (see [`reachable`]).
     pub(crate) fn reachable(&self) -> u64 {
-        let mut reach = self.len().max(1);
-        // The margin covers redb's rounding of a layout to whole pages.
-        while reach.saturating_mul(2).saturating_add(64 << 10) <= self.capacity {
-            reach *= 2;
-        }
-        reach.min(self.capacity)
+        reachable(self.len(), self.capacity)
     }
+}
+
+/// redb's region size (its default; the store does not change it).
+const REDB_REGION: u64 = 4 << 30;
+
+/// A length the store can surely still grow to from `len` within `capacity`: a request beyond
+/// the region fails and poisons redb, which the engine's guard exists to prevent. redb doubles
+/// its file while it is smaller than one region (4 GiB); from there it grows by one or two
+/// regions at a time, so it surely reaches within two regions of the capacity. The margin
+/// covers redb's rounding of a layout to whole pages.
+fn reachable(len: u64, capacity: u64) -> u64 {
+    const MARGIN: u64 = 64 << 10;
+    let mut reach = len.max(1);
+    while reach < REDB_REGION && reach.saturating_mul(2).saturating_add(MARGIN) <= capacity {
+        reach *= 2;
+    }
+    if reach >= REDB_REGION {
+        reach = reach.max(capacity.saturating_sub(2 * REDB_REGION + MARGIN));
+    }
+    reach.min(capacity)
 }
 
 fn io(e: impl std::fmt::Display) -> std::io::Error {
@@ -361,6 +373,24 @@ impl redb::StorageBackend for MetaBackend {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn reachable_follows_redbs_growth() {
+        const MIB: u64 = 1 << 20;
+        const GIB: u64 = 1 << 30;
+        // Doubling below a region: 1 MiB reaches 2 and 4 MiB, not 8, of a 7 MiB region.
+        assert_eq!(reachable(MIB, 7 * MIB), 4 * MIB);
+        assert_eq!(reachable(4 * MIB, 7 * MIB), 4 * MIB);
+        // Past a region, growth is by at most two regions: 6 GiB steps of 4 or 8 GiB surely
+        // end within 8 GiB of a 24.5 GiB region (doubling would wrongly claim 24 GiB).
+        let cap = 24 * GIB + 512 * MIB;
+        let r = reachable(6 * GIB, cap);
+        assert!(r <= cap - 8 * GIB && r >= cap - 8 * GIB - MIB, "{r}");
+        // A store already past that point reaches at least where it is.
+        assert_eq!(reachable(20 * GIB, cap), 20 * GIB);
+        // Crossing into regions by doubling: 3 GiB doubles to 6 GiB, then region steps.
+        assert!(reachable(3 * GIB, 64 * GIB) >= 55 * GIB);
+    }
+
     use super::*;
     use crate::backing::PlainBacking;
     use dw_blockdev::MemDev;
