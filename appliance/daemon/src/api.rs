@@ -202,6 +202,19 @@ async fn authenticate(
     next.run(req).await
 }
 
+/// Answers given before the request content was read (401, 413, 429, 503) close the connection
+/// and say so; see `dw_s3::linger`.
+async fn close_unread(req: Request, next: Next) -> Response {
+    let version = req.version();
+    let (parts, body) = req.into_parts();
+    let (body, end) = dw_s3::linger::track(body);
+    let mut resp = next
+        .run(Request::from_parts(parts, axum::body::Body::new(body)))
+        .await;
+    end.close_if_unread(version, &mut resp);
+    resp
+}
+
 async fn limit(
     Extension(sem): Extension<Arc<tokio::sync::Semaphore>>,
     req: Request,
@@ -863,6 +876,7 @@ pub fn router(app: Arc<Appliance>, transport: Transport) -> Router {
         .layer(axum::extract::DefaultBodyLimit::max(
             app.cfg.api.max_body_bytes,
         ))
+        .layer(axum::middleware::from_fn(close_unread))
         .with_state(app)
 }
 

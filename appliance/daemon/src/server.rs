@@ -81,7 +81,7 @@ where
         .max_buf_size(64 * 1024)
         .header_read_timeout(Duration::from_secs(30))
         .timer(hyper_util::rt::TokioTimer::new())
-        .serve_connection(TokioIo::new(io), svc);
+        .serve_connection(TokioIo::new(dw_s3::linger::Lingering::new(io)), svc);
     let fut = graceful.watch(conn);
     tokio::spawn(async move {
         if let Err(e) = fut.await {
@@ -159,7 +159,7 @@ async fn serve_https(
                 .max_buf_size(64 * 1024)
                 .header_read_timeout(Duration::from_secs(30))
                 .timer(hyper_util::rt::TokioTimer::new())
-                .serve_connection(TokioIo::new(tls), svc);
+                .serve_connection(TokioIo::new(dw_s3::linger::Lingering::new(tls)), svc);
             if let Err(e) = watcher.watch(conn).await {
                 tracing::debug!(%peer, "HTTPS connection ended: {e}");
             }

@@ -13,6 +13,7 @@
 
 pub mod auth;
 pub mod body;
+pub mod linger;
 pub mod listing;
 pub mod mem;
 pub mod parse;

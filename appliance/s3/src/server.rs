@@ -279,7 +279,10 @@ pub async fn serve_with<A: Acceptor>(
                 let h = Arc::clone(&handler);
                 async move { Ok::<_, Infallible>(h.handle(req).await) }
             });
-            let conn = builder.serve_connection_with_upgrades(TokioIo::new(io), svc);
+            let conn = builder.serve_connection_with_upgrades(
+                TokioIo::new(crate::linger::Lingering::new(io)),
+                svc,
+            );
             if let Err(e) = watcher.watch(conn.into_owned()).await {
                 debug!(%peer, %e, "connection ended with an error");
             }
@@ -306,6 +309,9 @@ impl Handler {
     async fn handle(&self, req: http::Request<Incoming>) -> http::Response<ObservedBody> {
         let start = Instant::now();
         let bytes_in = Arc::new(AtomicU64::new(0));
+        let version = req.version();
+        let (mut parts, body) = req.into_parts();
+        let (body, body_end) = crate::linger::track(body);
         let Ok(permit) = Arc::clone(&self.requests).try_acquire_owned() else {
             let body = s3s::Body::from(
                 "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n<Error><Code>SlowDown</Code><Message>too many concurrent requests; retry later</Message></Error>"
@@ -317,17 +323,17 @@ impl Handler {
                 http::header::CONTENT_TYPE,
                 http::HeaderValue::from_static("application/xml"),
             );
+            body_end.close_if_unread(version, &mut resp);
             return self.observe(resp, "Throttled".into(), start, bytes_in, None);
         };
         let slot = OpSlot::default();
-        let (mut parts, body) = req.into_parts();
         parts.extensions.insert(slot.clone());
         let counted = CountingBody {
             inner: body,
             count: Arc::clone(&bytes_in),
         };
         let req = http::Request::from_parts(parts, s3s::Body::http_body_unsync(counted));
-        let resp = match self.service.call(req).await {
+        let mut resp = match self.service.call(req).await {
             Ok(r) => r,
             Err(e) => {
                 // s3s turns protocol errors into S3 error responses itself; this is a bug path.
@@ -339,6 +345,7 @@ impl Handler {
                 r
             }
         };
+        body_end.close_if_unread(version, &mut resp);
         let op = slot.get().unwrap_or_else(|| "unknown".into());
         self.observe(resp, op, start, bytes_in, Some(permit))
     }
@@ -369,7 +376,7 @@ impl Handler {
 
 /// Counts request body bytes.
 struct CountingBody {
-    inner: Incoming,
+    inner: crate::linger::TrackedBody<Incoming>,
     count: Arc<AtomicU64>,
 }
 

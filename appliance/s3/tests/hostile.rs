@@ -472,3 +472,46 @@ fn concurrency_limit_answers_slow_down() {
     let _ = holder.join();
     assert_alive(&s);
 }
+
+/// botocore sends every PUT with `Expect: 100-continue`; refused before the content is read, it
+/// does not send the content and reuses the connection unless the answer says `Connection:
+/// close`. The server must say so and close: otherwise it takes the first byte of the next
+/// request as the announced content (the next request then fails as `UT /…`).
+#[test]
+fn answer_before_content_closes_the_connection() {
+    use std::io::{Read, Write};
+    let s = start(small_config());
+    setup(&s);
+    let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+    c.set_read_timeout(Some(T)).unwrap();
+    let put = request_head(
+        Some(BOB),
+        "PUT",
+        s.addr,
+        "/bkt/stolen",
+        &[("content-length", "1"), ("expect", "100-continue")],
+    );
+    c.write_all(put.as_bytes()).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !common::response_complete(&answer) {
+        let n = c.read(&mut buf).unwrap();
+        assert!(n > 0, "closed without an answer");
+        answer.extend_from_slice(&buf[..n]);
+    }
+    let text = String::from_utf8_lossy(&answer).to_ascii_lowercase();
+    assert_eq!(status_of(&text), 403, "{text}");
+    assert!(text.contains("\r\nconnection: close\r\n"), "{text}");
+    // A client that reuses the connection anyway gets no answer, never a misparsed one.
+    let get = request_head(Some(ALICE), "GET", s.addr, "/bkt/keep", &[]);
+    let _ = c.write_all(get.as_bytes());
+    let mut rest = Vec::new();
+    let _ = c.read_to_end(&mut rest);
+    assert!(
+        rest.is_empty(),
+        "answered on a connection it said it would close: {}",
+        String::from_utf8_lossy(&rest)
+    );
+    assert_unchanged(&s);
+    assert_alive(&s);
+}

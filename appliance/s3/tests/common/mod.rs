@@ -289,7 +289,7 @@ pub fn raw(addr: SocketAddr, bytes: &[u8], half_close: bool, timeout: Duration) 
     String::from_utf8_lossy(&out).into_owned()
 }
 
-fn response_complete(b: &[u8]) -> bool {
+pub fn response_complete(b: &[u8]) -> bool {
     let s = String::from_utf8_lossy(b);
     let Some(head_end) = s.find("\r\n\r\n") else {
         return false;
