@@ -293,11 +293,11 @@ pub fn openapi() -> OpenApi {
         CreateS3KeyRequest, CreateS3KeyResponse, CreateSnapshotRequest, CreateTokenRequest,
         CreateTokenResponse, CreateUserRequest, CreateVdeRequest, CreateVdeResponse,
         EffectivePolicy, EffectiveSetting, ErrorBody, Event, FailMemberRequest, GrantRequest,
-        Health, Info, JobInfo, JobRef, LoginRequest, LoginResponse, MemberInfo, PlanRequest,
-        PlanResponse, PolicyDto, Proposal, RebuildProgress, ReplaceRequest, ResealRequest,
-        ResealResponse, S3KeyInfo, ScrubRequest, SetPasswordRequest, SettingDto, SlotInfo,
-        SnapshotInfo, ThrottleRequest, TokenInfo, TpmSlotRequest, UnlockRequest, UnlockResponse,
-        UserInfo, VdeBacking, VdeInfo, VdeSummary,
+        Health, Info, JobInfo, JobRef, LoginRequest, LoginResponse, MemberInfo, PeerSlotRequest,
+        PlanRequest, PlanResponse, PolicyDto, Proposal, RebuildProgress, ReplaceRequest,
+        ResealRequest, ResealResponse, S3KeyInfo, ScrubRequest, SetPasswordRequest, SettingDto,
+        SlotInfo, SnapshotInfo, ThrottleRequest, TokenInfo, TpmSlotRequest, UnlockRequest,
+        UnlockResponse, UserInfo, VdeBacking, VdeInfo, VdeSummary,
     };
     let components = ComponentsBuilder::new()
         .schema_from::<AddSlotRequest>()
@@ -332,6 +332,7 @@ pub fn openapi() -> OpenApi {
         .schema_from::<LoginRequest>()
         .schema_from::<LoginResponse>()
         .schema_from::<MemberInfo>()
+        .schema_from::<PeerSlotRequest>()
         .schema_from::<PlanRequest>()
         .schema_from::<PlanResponse>()
         .schema_from::<PolicyDto>()

@@ -629,12 +629,28 @@ pub struct SlotInfo {
     pub details: String,
 }
 
+/// Peer-release slot options: the key-release service (`dw-keyd`) to enroll with.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PeerSlotRequest {
+    /// `host:port` of the service.
+    pub endpoint: String,
+    /// SHA-256 of its certificate, 64 hex digits (colons allowed): `dw-keyd fingerprint`.
+    pub cert_sha256: String,
+    /// Its enrollment token, 64 hex digits (printed once by `dw-keyd init`).
+    pub token: String,
+    /// PCRs the service will require in every quote (default: 7, as TPM2 slots).
+    #[serde(default)]
+    pub pcrs: Vec<u8>,
+}
+
 /// `POST /api/v1/vdes/{id}/slots`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AddSlotRequest {
-    /// `passphrase` or `tpm2`.
-    #[schema(pattern = "^(passphrase|tpm2)$")]
+    /// `passphrase`, `tpm2`, `peer` or `sev_snp` (SEV-SNP guests only; elsewhere the answer
+    /// says why it is not available).
+    #[schema(pattern = "^(passphrase|tpm2|peer|sev_snp)$")]
     pub kind: String,
     /// Label.
     #[serde(default)]
@@ -645,6 +661,9 @@ pub struct AddSlotRequest {
     /// TPM2 slots: options.
     #[serde(default)]
     pub tpm: Option<TpmSlotRequest>,
+    /// Peer slots: the service to enroll with (required for `peer`).
+    #[serde(default)]
+    pub peer: Option<PeerSlotRequest>,
 }
 
 /// A new slot.

@@ -11,10 +11,10 @@ use dw_api::types::{
     CreateArrayRequest, CreateContainerRequest, CreateS3KeyRequest, CreateS3KeyResponse,
     CreateSnapshotRequest, CreateTokenRequest, CreateTokenResponse, CreateUserRequest,
     CreateVdeRequest, CreateVdeResponse, EffectivePolicy, Event, FailMemberRequest, GrantRequest,
-    Health, Info, JobInfo, JobRef, LoginRequest, LoginResponse, PlanRequest, PlanResponse,
-    PolicyDto, ReplaceRequest, ResealRequest, ResealResponse, S3KeyInfo, ScrubRequest,
-    SetPasswordRequest, SlotInfo, SnapshotInfo, ThrottleRequest, TokenInfo, TpmSlotRequest,
-    UnlockRequest, UnlockResponse, UserInfo, VdeBacking, VdeInfo,
+    Health, Info, JobInfo, JobRef, LoginRequest, LoginResponse, PeerSlotRequest, PlanRequest,
+    PlanResponse, PolicyDto, ReplaceRequest, ResealRequest, ResealResponse, S3KeyInfo,
+    ScrubRequest, SetPasswordRequest, SlotInfo, SnapshotInfo, ThrottleRequest, TokenInfo,
+    TpmSlotRequest, UnlockRequest, UnlockResponse, UserInfo, VdeBacking, VdeInfo,
 };
 use dw_api::{Client, ClientError};
 use serde::Serialize;
@@ -1126,8 +1126,18 @@ async fn vde(ctx: &Ctx, c: VdeCmd) -> Result<(), Fail> {
             passphrase_stdin,
             pcrs,
             pin_stdin,
+            endpoint,
+            cert_sha256,
+            token_stdin,
         } => {
             let mut secrets = Secrets::new();
+            if kind != SlotKind::Peer
+                && (endpoint.is_some() || cert_sha256.is_some() || token_stdin)
+            {
+                return Err(Fail::usage(
+                    "--endpoint, --cert-sha256 and --token-stdin are for peer slots",
+                ));
+            }
             let req = match kind {
                 SlotKind::Passphrase => {
                     if pin_stdin || !pcrs.is_empty() {
@@ -1142,6 +1152,7 @@ async fn vde(ctx: &Ctx, c: VdeCmd) -> Result<(), Fail> {
                             None
                         },
                         tpm: None,
+                        peer: None,
                     }
                 }
                 SlotKind::Tpm2 => {
@@ -1158,6 +1169,45 @@ async fn vde(ctx: &Ctx, c: VdeCmd) -> Result<(), Fail> {
                         label: label.unwrap_or_default(),
                         passphrase: None,
                         tpm: Some(tpm_request(pcrs, pin)),
+                        peer: None,
+                    }
+                }
+                SlotKind::Peer => {
+                    if passphrase_stdin || pin_stdin {
+                        return Err(Fail::usage(
+                            "--passphrase-stdin and --pin-stdin are not for peer slots",
+                        ));
+                    }
+                    let (Some(endpoint), Some(cert_sha256), true) =
+                        (endpoint, cert_sha256, token_stdin)
+                    else {
+                        return Err(Fail::usage(
+                            "a peer slot needs --endpoint, --cert-sha256 and --token-stdin",
+                        ));
+                    };
+                    AddSlotRequest {
+                        kind: "peer".into(),
+                        label: label.unwrap_or_default(),
+                        passphrase: None,
+                        tpm: None,
+                        peer: Some(PeerSlotRequest {
+                            endpoint,
+                            cert_sha256,
+                            token: secrets.read("enrollment token", false)?,
+                            pcrs,
+                        }),
+                    }
+                }
+                SlotKind::SevSnp => {
+                    if passphrase_stdin || pin_stdin || !pcrs.is_empty() {
+                        return Err(Fail::usage("SEV-SNP slots take no options but --label"));
+                    }
+                    AddSlotRequest {
+                        kind: "sev_snp".into(),
+                        label: label.unwrap_or_default(),
+                        passphrase: None,
+                        tpm: None,
+                        peer: None,
                     }
                 }
             };

@@ -293,6 +293,10 @@ pub enum SlotKind {
     Passphrase,
     /// Sealed to this machine's TPM2 and measured boot state.
     Tpm2,
+    /// Half held by a key-release service (`dw-keyd`) that checks a TPM2 quote first.
+    Peer,
+    /// Derived by the AMD SEV-SNP firmware, bound to the launch measurement.
+    SevSnp,
 }
 
 const PROFILES: [&str; 5] = ["speed", "balanced", "standard", "strict", "paranoid"];
@@ -368,12 +372,21 @@ pub enum VdeCmd {
         /// Passphrase slots: read the passphrase from stdin (otherwise one is generated).
         #[arg(long)]
         passphrase_stdin: bool,
-        /// TPM2 slots: PCRs to bind (default 7).
+        /// TPM2 and peer slots: PCRs to bind (default 7).
         #[arg(long, value_delimiter = ',', value_name = "N,N")]
         pcrs: Vec<u8>,
         /// TPM2 slots: require a PIN, read from stdin.
         #[arg(long)]
         pin_stdin: bool,
+        /// Peer slots: the key-release service, host:port.
+        #[arg(long, value_name = "HOST:PORT")]
+        endpoint: Option<String>,
+        /// Peer slots: its certificate SHA-256 (`dw-keyd fingerprint`).
+        #[arg(long, value_name = "HEX")]
+        cert_sha256: Option<String>,
+        /// Peer slots: read its enrollment token (`dw-keyd init`) from stdin.
+        #[arg(long)]
+        token_stdin: bool,
     },
     /// Remove a key slot (never the last recovery passphrase).
     RemoveSlot { id: String, slot: u32 },

@@ -1443,16 +1443,32 @@ impl Appliance {
         let _g = self.ops.lock();
         let tcti = self.cfg.unlock.tcti.clone();
         self.with_keys(id, |o, k| {
-            let label = if req.label.is_empty() { req.kind.clone() } else { req.label.clone() };
+            let label = if req.label.is_empty() {
+                req.kind.clone()
+            } else {
+                req.label.clone()
+            };
             let (slot, pass) = match req.kind.as_str() {
                 "passphrase" => vdekeys::passphrase_slot(&label, req.passphrase.as_deref())?,
                 "tpm2" => {
                     let t = req.tpm.clone().unwrap_or_default();
-                    (vdekeys::tpm_slot(&tcti, &label, &t.pcrs, t.pin.as_deref())?, None)
+                    (
+                        vdekeys::tpm_slot(&tcti, &label, &t.pcrs, t.pin.as_deref())?,
+                        None,
+                    )
                 }
+                "peer" => {
+                    let p = req.peer.as_ref().ok_or_else(|| {
+                        OpError::Invalid(
+                            "a peer slot needs \"peer\": {endpoint, cert_sha256, token}".into(),
+                        )
+                    })?;
+                    (vdekeys::peer_slot(&tcti, &label, p)?, None)
+                }
+                "sev_snp" => (vdekeys::snp_slot(&label)?, None),
                 other => {
                     return Err(OpError::Invalid(format!(
-                        "slot kind {other:?}: this API adds passphrase and tpm2 slots (SEV-SNP and peer slots: see docs/KEYS.md)"
+                        "slot kind {other:?}: one of passphrase, tpm2, peer, sev_snp"
                     )));
                 }
             };
@@ -1486,6 +1502,23 @@ impl Appliance {
             .parse()
             .map_err(|_| OpError::Invalid(format!("slot {slot:?} is not a number")))?;
         self.with_keys(id, |o, k| {
+            // A peer keeps its half of the key until told to forget this machine, and only the
+            // escrowed share (gone once the slot is) proves the right to tell it.
+            let is_peer = k
+                .store
+                .slot(dw_keys::SlotId(sid))
+                .is_some_and(|s| s.kind == dw_keys::SlotKind::Peer);
+            let unenrolled = if is_peer {
+                Some(dw_keys::unenroll_peer(
+                    &k.store,
+                    k.store.vde_id(),
+                    &k.mk,
+                    dw_keys::SlotId(sid),
+                    dw_keys::peer::client::PeerTimeouts::default(),
+                ))
+            } else {
+                None
+            };
             let next = k
                 .store
                 .remove_slot(
@@ -1509,6 +1542,18 @@ impl Appliance {
                 format!("VDE {}: slot {sid} removed", o.name),
                 serde_json::json!({"id": o.id.to_string()}),
             );
+            if let Some(Err(e)) = unenrolled {
+                // The slot is gone either way: a dead peer must not keep a slot alive.
+                self.events.emit(
+                    "vde",
+                    "warning",
+                    format!(
+                        "VDE {}: the peer of removed slot {sid} was not told to forget this machine ({e}); revoke it there with `dw-keyd revoke`",
+                        o.name
+                    ),
+                    serde_json::json!({"id": o.id.to_string(), "slot": sid}),
+                );
+            }
             Ok(())
         })
     }
@@ -1522,11 +1567,14 @@ impl Appliance {
         let tcti = self.cfg.unlock.tcti.clone();
         self.with_keys(id, |o, k| {
             let mut tpm = dw_keys::tpm::Tpm::open(&tcti).ok();
+            let mut snp = dw_keys::snp::SevGuest::open().ok();
             let mut env = dw_keys::ResealEnv {
                 tpm: tpm.as_mut(),
                 pin: pin.map(dw_keys::Pin::new),
-                snp: None,
-                peers: None,
+                snp: snp
+                    .as_mut()
+                    .map(|f| f as &mut dyn dw_keys::snp::SnpFirmware),
+                peers: Some(dw_keys::peer::client::PeerTimeouts::default()),
             };
             let (next, report) = dw_keys::reseal(
                 &k.store,

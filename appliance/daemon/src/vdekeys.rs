@@ -132,6 +132,73 @@ pub fn tpm_slot(tcti: &str, label: &str, pcr_list: &[u8], pin: Option<&str>) -> 
         .map_err(|e| OpError::Internal(format!("cannot seal to the TPM: {e}")))
 }
 
+/// 32 bytes from 64 hex digits (colons and spaces ignored, as fingerprints are often printed).
+fn hex32(what: &str, s: &str) -> OpResult<zeroize::Zeroizing<[u8; 32]>> {
+    let digits: Vec<u8> = s
+        .bytes()
+        .filter(|c| *c != b':' && !c.is_ascii_whitespace())
+        .collect();
+    let bad = || OpError::Invalid(format!("{what} must be 64 hex digits"));
+    if digits.len() != 64 {
+        return Err(bad());
+    }
+    let mut out = zeroize::Zeroizing::new([0u8; 32]);
+    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
+        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
+        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// A peer-release slot: enrolls this machine's TPM attestation key and current PCR values with
+/// the key-release service (`dw-keyd`), which keeps half of the wrapping key.
+///
+/// # Errors
+/// [`OpError::Invalid`] for malformed options, [`OpError::NotAvailable`] without a TPM,
+/// [`OpError::Conflict`] when the service refuses or cannot be reached.
+pub fn peer_slot(
+    tcti: &str,
+    label: &str,
+    req: &dw_api::types::PeerSlotRequest,
+) -> OpResult<NewSlot> {
+    let options = dw_keys::PeerEnrollOptions {
+        endpoint: req.endpoint.trim().to_owned(),
+        server_cert_sha256: *hex32("cert_sha256", &req.cert_sha256)?,
+        token: hex32("token", &req.token)?,
+        pcrs: pcrs(&req.pcrs)?,
+        timeouts: dw_keys::peer::client::PeerTimeouts::default(),
+    };
+    let mut tpm = dw_keys::tpm::Tpm::open(tcti).map_err(|e| {
+        OpError::NotAvailable(format!(
+            "a peer slot needs this machine's TPM for attestation; no TPM at {tcti}: {e}"
+        ))
+    })?;
+    // Bind the SEV-SNP launch measurement too when this is an SEV-SNP guest.
+    let mut snp = dw_keys::snp::SevGuest::open().ok();
+    let snp_ref = snp
+        .as_mut()
+        .map(|f| f as &mut dyn dw_keys::snp::SnpFirmware);
+    NewSlot::peer(&mut tpm, label, &options, snp_ref).map_err(|e| match e {
+        dw_keys::PeerSlotError::Invalid(m) => OpError::Invalid(m),
+        e => OpError::Conflict(format!(
+            "cannot enroll with the peer {}: {e}",
+            options.endpoint
+        )),
+    })
+}
+
+/// An SEV-SNP slot, bound to the launch measurement and guest policy.
+///
+/// # Errors
+/// [`OpError::NotAvailable`] with the reason outside an SEV-SNP guest.
+pub fn snp_slot(label: &str) -> OpResult<NewSlot> {
+    let mut fw = dw_keys::snp::SevGuest::open().map_err(|e| {
+        OpError::NotAvailable(format!("SEV-SNP is not available on this machine: {e}"))
+    })?;
+    NewSlot::sev_snp(&mut fw, label, dw_keys::snp::SnpKeyRequest::DEFAULT)
+        .map_err(|e| OpError::Internal(format!("cannot create the SEV-SNP slot: {e}")))
+}
+
 /// Adds a slot to the store and persists it.
 ///
 /// # Errors

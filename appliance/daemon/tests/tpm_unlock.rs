@@ -185,3 +185,227 @@ fn tpm_unlock_update_reseal_and_rotation() {
     let text = audit.to_string();
     assert!(text.contains("reseal") || text.contains("Reseal"), "{text}");
 }
+
+/// `dw-keyd` from the same build (`cargo build --bins` puts it beside the test binaries' parent).
+fn dw_keyd() -> Option<std::path::PathBuf> {
+    let exe = std::env::current_exe().ok()?;
+    let p = exe.parent()?.parent()?.join("dw-keyd");
+    p.exists().then_some(p)
+}
+
+struct KeyService {
+    child: Child,
+    dir: tempfile::TempDir,
+    bin: std::path::PathBuf,
+    endpoint: String,
+    fingerprint: String,
+    token: String,
+}
+
+impl KeyService {
+    fn start(bin: &std::path::Path) -> KeyService {
+        let dir = tempfile::tempdir().unwrap();
+        let state = dir.path().join("keyd");
+        let out = Command::new(bin)
+            .args(["init", "--state-dir"])
+            .arg(&state)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let text = String::from_utf8(out.stdout).unwrap();
+        let field = |prefix: &str| {
+            text.lines()
+                .find_map(|l| l.strip_prefix(prefix))
+                .unwrap_or_else(|| panic!("no {prefix:?} in {text}"))
+                .trim()
+                .to_owned()
+        };
+        let fingerprint = field("certificate sha256:");
+        let token = field("enrollment token (shown once, give it to the appliance that enrolls):");
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let endpoint = format!("127.0.0.1:{port}");
+        let mut child = Command::new(bin)
+            .args(["serve", "--state-dir"])
+            .arg(&state)
+            .args(["--listen", &endpoint])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while TcpStream::connect(&endpoint).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "dw-keyd exited");
+            assert!(Instant::now() < deadline, "dw-keyd did not listen");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        KeyService {
+            child,
+            dir,
+            bin: bin.to_owned(),
+            endpoint,
+            fingerprint,
+            token,
+        }
+    }
+
+    /// `dw-keyd list`: one line per enrolled machine.
+    fn enrolled(&self) -> Vec<String> {
+        let out = Command::new(&self.bin)
+            .args(["list", "--state-dir"])
+            .arg(self.dir.path().join("keyd"))
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .map(str::to_owned)
+            .collect()
+    }
+}
+
+impl Drop for KeyService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn slot_id(d: &Daemon, kind: &str) -> u64 {
+    let slots = d.api_ok("GET", "/api/v1/vdes/demo/slots", None);
+    slots
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == kind)
+        .and_then(|s| s["id"].as_u64())
+        .unwrap_or_else(|| panic!("no {kind} slot: {slots}"))
+}
+
+/// Peer release through the daemon's API: enroll with a running `dw-keyd`, unlock at start
+/// through it, refuse after a PCR change (the passphrase takes over), follow a trusted update
+/// with `reseal`, and unenroll when the slot is removed. Bad options get specific errors; an
+/// SEV-SNP slot says why it is not available here.
+#[test]
+fn peer_slot_through_the_api() {
+    let have =
+        common::have_cmd("swtpm", "--version") && common::have_cmd("tpm2_pcrextend", "--version");
+    if !require(have, "swtpm and tpm2-tools") {
+        return;
+    }
+    let Some(keyd) = dw_keyd() else {
+        assert!(
+            !std::env::var("DW_REQUIRE_ALL_TESTS").is_ok_and(|v| v == "1"),
+            "dw-keyd is not built (cargo build --bins)"
+        );
+        eprintln!("SKIPPED: dw-keyd is not built (cargo build --bins)");
+        return;
+    };
+    let svc = KeyService::start(&keyd);
+    let tpm = start_swtpm();
+    let tcti = format!("swtpm:host=127.0.0.1,port={}", tpm.port);
+    let state = tempdir();
+    let mut d = Daemon::start(
+        &state.path().join("dw"),
+        &["--demo-drive-size", "256M", "--demo-volume-size", "32M"],
+        &[("DW_TPM_TCTI", &tcti), ("TSS2_LOG", "all+none")],
+    );
+
+    // Bad options: specific errors, nothing enrolled.
+    let peer = |token: &str, cert: &str| {
+        json!({"kind": "peer", "label": "rack-2 keyd", "peer": {
+            "endpoint": svc.endpoint, "cert_sha256": cert, "token": token, "pcrs": [7]}})
+    };
+    let (st, v) = d.api(
+        "POST",
+        "/api/v1/vdes/demo/slots",
+        Some(&json!({"kind": "peer"})),
+    );
+    assert_eq!(st, 400, "{v}");
+    let (st, v) = d.api(
+        "POST",
+        "/api/v1/vdes/demo/slots",
+        Some(&peer("abc", &svc.fingerprint)),
+    );
+    assert_eq!(st, 400, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("token"), "{v}");
+    let (st, v) = d.api(
+        "POST",
+        "/api/v1/vdes/demo/slots",
+        Some(&peer(&"0".repeat(64), &svc.fingerprint)),
+    );
+    assert_eq!(st, 409, "a wrong token: {v}");
+    let (st, v) = d.api(
+        "POST",
+        "/api/v1/vdes/demo/slots",
+        Some(&peer(&svc.token, &"ab".repeat(32))),
+    );
+    assert_eq!(st, 409, "a certificate that is not the pinned one: {v}");
+    assert!(svc.enrolled().is_empty(), "{:?}", svc.enrolled());
+    let (st, v) = d.api(
+        "POST",
+        "/api/v1/vdes/demo/slots",
+        Some(&json!({"kind": "sev_snp"})),
+    );
+    assert_eq!(st, 501, "{v}");
+    assert!(v["message"].as_str().unwrap().contains("sev-guest"), "{v}");
+
+    // Enroll; drop the TPM2 slot so that the peer is what unlocks at start.
+    let added = d.api_ok(
+        "POST",
+        "/api/v1/vdes/demo/slots",
+        Some(&peer(&svc.token, &svc.fingerprint)),
+    );
+    assert_eq!(added["slot"]["kind"], "peer", "{added}");
+    assert_eq!(svc.enrolled().len(), 1);
+    let tpm_slot = slot_id(&d, "tpm2");
+    d.api_ok(
+        "DELETE",
+        &format!("/api/v1/vdes/demo/slots/{tpm_slot}"),
+        None,
+    );
+    assert!(d.stop());
+    d.restart();
+    assert!(unlocked_by(&d).starts_with("peer"), "{}", unlocked_by(&d));
+
+    // An update changes PCR 7: the peer refuses, the passphrase takes over.
+    assert!(d.stop());
+    let ext = Command::new("tpm2_pcrextend")
+        .arg("7:sha256=0000000000000000000000000000000000000000000000000000000000000002")
+        .env("TPM2TOOLS_TCTI", &tcti)
+        .output()
+        .unwrap();
+    assert!(ext.status.success(), "{ext:?}");
+    d.restart();
+    assert!(
+        unlocked_by(&d).starts_with("passphrase"),
+        "{}",
+        unlocked_by(&d)
+    );
+    // Trusted: reseal moves the peer's policy; the next start unlocks through it again.
+    let r = d.api_ok("POST", "/api/v1/vdes/demo/reseal", Some(&json!({})));
+    assert!(
+        r["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains("(peer): Resealed")),
+        "{r}"
+    );
+    assert!(d.stop());
+    d.restart();
+    assert!(unlocked_by(&d).starts_with("peer"), "{}", unlocked_by(&d));
+
+    // Removing the slot unenrolls the machine at the service.
+    let peer_slot = slot_id(&d, "peer");
+    d.api_ok(
+        "DELETE",
+        &format!("/api/v1/vdes/demo/slots/{peer_slot}"),
+        None,
+    );
+    assert!(svc.enrolled().is_empty(), "{:?}", svc.enrolled());
+}

@@ -39,7 +39,7 @@ pub use codec::Truncated;
 pub use ops::{
     PassphraseSlotError, PeerEnrollOptions, PeerSlotError, PrepareUpdateError, ResealEnv,
     ResealError, ResealOutcome, ResealReport, SnpSlotError, TpmSlotError, TpmSlotOptions,
-    prepare_update, reseal,
+    UnenrollError, prepare_update, reseal, unenroll_peer,
 };
 pub use passphrase::{Argon2Params, Passphrase, WeakPassphrase, check_strength};
 pub use pcr::{PcrChange, PcrSelection, PcrValues};

@@ -488,6 +488,60 @@ pub enum ResealError {
     Random(#[from] RandomError),
 }
 
+/// Telling a peer to forget this machine failed.
+#[derive(Debug, thiserror::Error)]
+pub enum UnenrollError {
+    /// Wrong VDE.
+    #[error(transparent)]
+    WrongVde(#[from] WrongVde),
+    /// Wrong master key.
+    #[error(transparent)]
+    WrongMasterKey(#[from] WrongMasterKey),
+    /// No such slot.
+    #[error("there is no slot {0}")]
+    NoSuchSlot(SlotId),
+    /// The slot is not a peer slot.
+    #[error("slot {0} is not a peer-release slot")]
+    NotPeer(SlotId),
+    /// The escrowed share does not decrypt.
+    #[error("the escrowed share of slot {0} does not decrypt (damaged key-slot area)")]
+    Damaged(SlotId),
+    /// The peer failed or refused.
+    #[error(transparent)]
+    Peer(#[from] PeerError),
+}
+
+/// Asks the service behind peer slot `slot` to forget this machine (its enrollment and share),
+/// proving possession of the share with the escrowed copy. Call it before removing the slot:
+/// afterwards the share is gone and only the service's operator can revoke the enrollment.
+///
+/// # Errors
+/// [`UnenrollError`].
+pub fn unenroll_peer(
+    store: &KeyStore,
+    vde: VdeId,
+    master: &MasterKey,
+    slot: SlotId,
+    timeouts: PeerTimeouts,
+) -> Result<(), UnenrollError> {
+    store.check(vde, master).map_err(|e| match e {
+        crate::store::CheckError::Vde(v) => UnenrollError::WrongVde(v),
+        crate::store::CheckError::Key(k) => UnenrollError::WrongMasterKey(k),
+    })?;
+    let idx = store
+        .slot_index(slot)
+        .ok_or(UnenrollError::NoSuchSlot(slot))?;
+    let SlotParams::Peer(p) = &store.slots[idx].params else {
+        return Err(UnenrollError::NotPeer(slot));
+    };
+    let share = store
+        .escrowed_secret(idx, master)
+        .map_err(|_| UnenrollError::Damaged(slot))?;
+    PeerClient::new(p.endpoint.clone(), p.server_cert_sha256, timeouts)
+        .unenroll(p.machine_id, &share)?;
+    Ok(())
+}
+
 /// "The new state is trusted": with the open master key, brings every slot to the machine's
 /// current state. TPM2 slots are re-sealed to the current PCR values (their wrapping key comes
 /// from the escrow, so no passphrase is needed), SEV-SNP slots are re-wrapped under the key the

@@ -266,6 +266,52 @@ fn unenrolled_machine_is_refused() -> Outcome {
     Outcome::Passed
 }
 
+/// The appliance removing a peer slot first tells the service to forget it (proof of share from
+/// the escrow); another slot or a wrong master key cannot.
+fn unenroll_with_the_escrowed_share() -> Outcome {
+    let sw = swtpm_or_skip!();
+    let dir = tempfile::tempdir().unwrap();
+    let svc = Service::start(dir.path(), None);
+    let mk = MasterKey::generate().unwrap();
+    let m = enroll(&sw, &svc, &mk, None);
+    let peer_slot = m
+        .store
+        .slots()
+        .into_iter()
+        .find(|s| s.kind == SlotKind::Peer)
+        .unwrap()
+        .id;
+    let timeouts = options(&svc, &[7]).timeouts;
+    let other = MasterKey::generate().unwrap();
+    assert!(matches!(
+        dw_keys::unenroll_peer(&m.store, VDE, &other, peer_slot, timeouts),
+        Err(dw_keys::UnenrollError::WrongMasterKey(_))
+    ));
+    let recovery = m
+        .store
+        .slots()
+        .into_iter()
+        .find(|s| s.kind == SlotKind::Passphrase)
+        .unwrap()
+        .id;
+    assert!(matches!(
+        dw_keys::unenroll_peer(&m.store, VDE, &mk, recovery, timeouts),
+        Err(dw_keys::UnenrollError::NotPeer(_))
+    ));
+    // Still enrolled: unlock works.
+    unlock(&m.store, VDE, &peer_only(&sw), t(10)).unwrap();
+    dw_keys::unenroll_peer(&m.store, VDE, &mk, peer_slot, timeouts).unwrap();
+    let err = unlock(&m.store, VDE, &peer_only(&sw), t(11)).unwrap_err();
+    let AttemptFailure::PeerAttestationFailed(reason) = &err.attempts[0].reason else {
+        panic!("{err}")
+    };
+    assert!(reason.contains("is not enrolled"), "{reason}");
+    // A second time: the service no longer knows the machine, and says so.
+    let e = dw_keys::unenroll_peer(&m.store, VDE, &mk, peer_slot, timeouts).unwrap_err();
+    assert!(e.to_string().contains("not enrolled"), "{e}");
+    Outcome::Passed
+}
+
 fn peer_down_is_reported_quickly() -> Outcome {
     let sw = swtpm_or_skip!();
     let dir = tempfile::tempdir().unwrap();
@@ -441,6 +487,10 @@ fn main() {
             (
                 "unenrolled_machine_is_refused",
                 unenrolled_machine_is_refused,
+            ),
+            (
+                "unenroll_with_the_escrowed_share",
+                unenroll_with_the_escrowed_share,
             ),
             (
                 "peer_down_is_reported_quickly",
