@@ -696,3 +696,46 @@ fn odd_sysfs_values() {
     assert!(sda.unknown.contains_key("kind"));
     assert_eq!(sda.verdict, Verdict::Unknown);
 }
+
+// Goal: SD/eMMC cards: kind, transport and identity from the card's attributes (`name`,
+// `serial`, `manfid`, `fwrev`); an eMMC boot partition (read-only by default) is never offered.
+#[test]
+fn mmc_devices() {
+    let dir = tempfile::tempdir().unwrap();
+    let t = FakeTree::create(dir.path()).unwrap();
+    let card = "platform/fe320000.mmc/mmc_host/mmc1/mmc1:0001";
+    t.add_disk(
+        &FakeDisk::new("mmcblk1", (179, 0), 32 * GIB)
+            .on(card)
+            .device_attr("name", "SE32G\n")
+            .device_attr("serial", "0x2e3f5a71\n")
+            .device_attr("manfid", "0x000003\n")
+            .device_attr("fwrev", "0x8\n")
+            .device_attr("type", "SD\n"),
+    )
+    .unwrap();
+    t.add_disk(
+        &FakeDisk::new("mmcblk1boot0", (179, 8), 4 * MIB)
+            .on(card)
+            .read_only(true),
+    )
+    .unwrap();
+    let inv = run(&t);
+    let d = dev(&inv, "mmcblk1");
+    assert_eq!((d.kind, d.transport), (DeviceKind::Mmc, Transport::Mmc));
+    assert_eq!(d.model.as_deref(), Some("SE32G"));
+    assert_eq!(d.serial.as_deref(), Some("0x2e3f5a71"));
+    assert_eq!(d.vendor.as_deref(), Some("0x000003"));
+    assert_eq!(d.firmware_revision.as_deref(), Some("0x8"));
+    assert!(d.wwid.is_none() && d.unknown.contains_key("wwid"), "{d:?}");
+    assert_eq!(d.size_bytes, Some(32 * GIB));
+    assert_eq!(d.verdict, Verdict::Available, "{:?}", d.reasons);
+    let boot = dev(&inv, "mmcblk1boot0");
+    assert_eq!(boot.kind, DeviceKind::Mmc);
+    assert_ne!(boot.verdict, Verdict::Available, "{:?}", boot.reasons);
+    assert!(
+        codes(boot).contains(&ReasonCode::ReadOnly),
+        "{:?}",
+        boot.reasons
+    );
+}

@@ -68,6 +68,37 @@ fn start_swtpm() -> Swtpm {
     panic!("swtpm did not start");
 }
 
+/// A "firmware update": extends PCR 7 with `digest` (64 hex digits).
+fn extend_pcr7(tcti: &str, digest: &str) {
+    let ext = Command::new("tpm2_pcrextend")
+        .arg(format!("7:sha256={digest}"))
+        .env("TPM2TOOLS_TCTI", tcti)
+        .output()
+        .unwrap();
+    assert!(
+        ext.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ext.stderr)
+    );
+}
+
+/// The new state is trusted: reseal (the report must mention `resealed`), restart, and check
+/// which kind of slot unlocked the VDE at start.
+fn reseal_and_restart(d: &mut Daemon, resealed: &str, unlocked: &str) {
+    let r = d.api_ok("POST", "/api/v1/vdes/demo/reseal", Some(&json!({})));
+    assert!(
+        r["slots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|s| s.as_str().unwrap().contains(resealed)),
+        "{r}"
+    );
+    assert!(d.stop());
+    d.restart();
+    assert!(unlocked_by(d).starts_with(unlocked), "{}", unlocked_by(d));
+}
+
 fn unlocked_by(d: &Daemon) -> String {
     let v = d.api_ok("GET", "/api/v1/vdes/demo", None);
     assert_eq!(v["state"], "unlocked", "{v}");
@@ -114,15 +145,9 @@ fn tpm_unlock_update_reseal_and_rotation() {
     // A firmware update changes PCR 7: the TPM refuses, naming the PCR; the demo's passphrase
     // takes over and a reseal is recommended.
     assert!(d.stop());
-    let ext = Command::new("tpm2_pcrextend")
-        .arg("7:sha256=0000000000000000000000000000000000000000000000000000000000000001")
-        .env("TPM2TOOLS_TCTI", &tcti)
-        .output()
-        .unwrap();
-    assert!(
-        ext.status.success(),
-        "{}",
-        String::from_utf8_lossy(&ext.stderr)
+    extend_pcr7(
+        &tcti,
+        "0000000000000000000000000000000000000000000000000000000000000001",
     );
     d.restart();
     assert!(
@@ -141,18 +166,7 @@ fn tpm_unlock_update_reseal_and_rotation() {
     assert_eq!(h["status"], "degraded", "{h}");
 
     // The new state is trusted: reseal; the next start unlocks by TPM again.
-    let r = d.api_ok("POST", "/api/v1/vdes/demo/reseal", Some(&json!({})));
-    assert!(
-        r["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s.as_str().unwrap().contains("Resealed")),
-        "{r}"
-    );
-    assert!(d.stop());
-    d.restart();
-    assert!(unlocked_by(&d).starts_with("tpm2"), "{}", unlocked_by(&d));
+    reseal_and_restart(&mut d, "Resealed", "tpm2");
 
     // Rotate the master key; data written before stays readable, both slots still open it.
     let j = d.api_ok("POST", "/api/v1/vdes/demo/rotate-key", None);
@@ -374,12 +388,10 @@ fn peer_slot_through_the_api() {
 
     // An update changes PCR 7: the peer refuses, the passphrase takes over.
     assert!(d.stop());
-    let ext = Command::new("tpm2_pcrextend")
-        .arg("7:sha256=0000000000000000000000000000000000000000000000000000000000000002")
-        .env("TPM2TOOLS_TCTI", &tcti)
-        .output()
-        .unwrap();
-    assert!(ext.status.success(), "{ext:?}");
+    extend_pcr7(
+        &tcti,
+        "0000000000000000000000000000000000000000000000000000000000000002",
+    );
     d.restart();
     assert!(
         unlocked_by(&d).starts_with("passphrase"),
@@ -387,18 +399,7 @@ fn peer_slot_through_the_api() {
         unlocked_by(&d)
     );
     // Trusted: reseal moves the peer's policy; the next start unlocks through it again.
-    let r = d.api_ok("POST", "/api/v1/vdes/demo/reseal", Some(&json!({})));
-    assert!(
-        r["slots"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .any(|s| s.as_str().unwrap().contains("(peer): Resealed")),
-        "{r}"
-    );
-    assert!(d.stop());
-    d.restart();
-    assert!(unlocked_by(&d).starts_with("peer"), "{}", unlocked_by(&d));
+    reseal_and_restart(&mut d, "(peer): Resealed", "peer");
 
     // Removing the slot unenrolls the machine at the service.
     let peer_slot = slot_id(&d, "peer");

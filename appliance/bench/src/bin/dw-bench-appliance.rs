@@ -52,6 +52,9 @@ struct Args {
     /// S3 object sizes.
     #[arg(long, default_value = "4KiB,16MiB")]
     sizes: String,
+    /// S3 object contents, passed to dw-s3-bench: `compressible` or `random`.
+    #[arg(long, default_value = "compressible")]
+    payload: String,
     /// S3 connections.
     #[arg(long, default_value_t = 8)]
     concurrency: usize,
@@ -166,6 +169,7 @@ fn s3_bench(
             secret,
         ])
         .args(["--bucket", bucket, "--sizes", &a.sizes])
+        .args(["--payload", &a.payload])
         .args(["--concurrency", &a.concurrency.to_string()])
         .args(["--duration", &a.seconds.to_string()])
         .output()
@@ -308,10 +312,11 @@ fn s3_part(a: &Args) -> Result<()> {
     };
     println!("### S3: dwd vs garage\n");
     println!(
-        "dw-s3-bench, {} connections, {} s per phase; dwd on a RAID-Z2 of four {} drive files, \
+        "dw-s3-bench, {} connections, {} s per phase, {} payload; dwd on a RAID-Z2 of four {} drive files, \
          garage single node (replication 1, LMDB, zstd level 1 default, fsync {}), both under `{}`.\n",
         a.concurrency,
         a.seconds,
+        a.payload,
         a.drive_size,
         if a.garage_fsync {
             "on"

@@ -57,6 +57,36 @@ struct Args {
     /// Start dw-s3 with MemStore on loopback and benchmark it.
     #[arg(long)]
     self_test: bool,
+    /// Object contents: `compressible` (a repeating byte ramp) or `random` (incompressible;
+    /// what encrypted or already-compressed data looks like to the server).
+    #[arg(long, value_enum, default_value_t = Payload::Compressible)]
+    payload: Payload,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Payload {
+    Compressible,
+    Random,
+}
+
+/// `size` bytes of the chosen kind (the same bytes every run).
+fn payload(kind: Payload, size: usize) -> Vec<u8> {
+    match kind {
+        Payload::Compressible => (0..size).map(|i| (i % 251) as u8).collect(),
+        Payload::Random => {
+            // xorshift64*: fast, and zstd finds nothing to compress in it.
+            let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+            let mut out = Vec::with_capacity(size + 8);
+            while out.len() < size {
+                x ^= x >> 12;
+                x ^= x << 25;
+                x ^= x >> 27;
+                out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+            }
+            out.truncate(size);
+            out
+        }
+    }
 }
 
 fn parse_size(s: &str) -> Result<usize> {
@@ -185,7 +215,7 @@ async fn phase(
     size: usize,
     op: Op,
 ) -> PhaseResult {
-    let data = Bytes::from((0..size).map(|i| (i % 251) as u8).collect::<Vec<u8>>());
+    let data = Bytes::from(payload(args.payload, size));
     let deadline = Instant::now() + Duration::from_secs_f64(args.duration);
     let start = Instant::now();
     let mut tasks = Vec::new();
