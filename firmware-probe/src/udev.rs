@@ -180,6 +180,7 @@ pub fn decode_enc(s: &str) -> String {
         if bytes[i] == b'\\' && bytes.get(i + 1) == Some(&b'x') {
             let hex = bytes
                 .get(i + 2..i + 4)
+                .filter(|h| h.iter().all(u8::is_ascii_hexdigit))
                 .and_then(|h| std::str::from_utf8(h).ok());
             if let Some(v) = hex.and_then(|h| u8::from_str_radix(h, 16).ok()) {
                 out.push(v);
@@ -229,6 +230,7 @@ mod tests {
     fn decode_enc_keeps_bad_escapes() {
         assert_eq!(decode_enc("a\\x2"), "a\\x2");
         assert_eq!(decode_enc("a\\xzz"), "a\\xzz");
+        assert_eq!(decode_enc("a\\x+1"), "a\\x+1", "a sign is not a hex digit");
         assert_eq!(decode_enc("\\x41\\x42"), "AB");
     }
 

@@ -123,7 +123,8 @@ pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], ClientError> {
             "fingerprint {s:?} is not a SHA-256 hash (64 hex digits)"
         ))
     };
-    if hex.len() != 64 || !hex.is_ascii() {
+    // from_str_radix alone would take "+1" as a pair: only hex digits count.
+    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(bad());
     }
     let mut out = [0u8; 32];
@@ -560,6 +561,10 @@ mod tests {
         assert_eq!(parse_fingerprint(&s.replace(':', "")).unwrap(), fp);
         assert!(parse_fingerprint("abc").is_err());
         assert!(parse_fingerprint(&"zz".repeat(32)).is_err());
+        assert!(
+            parse_fingerprint(&"+1".repeat(32)).is_err(),
+            "a sign is not a digit"
+        );
     }
 
     #[test]

@@ -139,7 +139,8 @@ fn hex32(what: &str, s: &str) -> OpResult<zeroize::Zeroizing<[u8; 32]>> {
         .filter(|c| *c != b':' && !c.is_ascii_whitespace())
         .collect();
     let bad = || OpError::Invalid(format!("{what} must be 64 hex digits"));
-    if digits.len() != 64 {
+    // from_str_radix alone would take "+1" as a pair: only hex digits count.
+    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
         return Err(bad());
     }
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
@@ -323,5 +324,44 @@ pub fn slot_info(s: &dw_keys::SlotInfo) -> dw_api::types::SlotInfo {
             Some(n) => format!("{details}; temporary, {n} boots left"),
             None => details,
         },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex32_accepts_fingerprint_spellings_and_refuses_the_rest() {
+        let plain = "00".repeat(31) + "fF";
+        let want = {
+            let mut w = [0u8; 32];
+            w[31] = 0xff;
+            w
+        };
+        assert_eq!(*hex32("token", &plain).unwrap(), want);
+        let colons = plain
+            .as_bytes()
+            .chunks(2)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect::<Vec<_>>()
+            .join(":");
+        assert_eq!(*hex32("cert", &colons).unwrap(), want);
+        assert_eq!(*hex32("cert", &format!(" {plain}\n")).unwrap(), want);
+        for bad in [
+            String::new(),
+            "ab".repeat(31),
+            "ab".repeat(33),
+            "zz".repeat(32),
+            "+1".repeat(32),
+            // A multi-byte character split across a pair must be refused, not panic.
+            "é".repeat(32),
+        ] {
+            let e = hex32("token", &bad).unwrap_err();
+            assert!(
+                e.to_string().contains("token must be 64 hex digits"),
+                "{bad:?}: {e}"
+            );
+        }
     }
 }

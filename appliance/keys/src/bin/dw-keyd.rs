@@ -106,7 +106,7 @@ fn lock_state(dir: &Path) -> anyhow::Result<fs::File> {
 
 fn parse_machine(s: &str) -> anyhow::Result<[u8; 16]> {
     let s = s.trim();
-    if s.len() != 32 || !s.is_ascii() {
+    if s.len() != 32 || !s.bytes().all(|b| b.is_ascii_hexdigit()) {
         bail!("machine id {s:?} is not 32 hex digits");
     }
     let mut out = [0u8; 16];
