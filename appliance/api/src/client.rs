@@ -109,29 +109,45 @@ impl ClientError {
     }
 }
 
+/// Decodes 64 hex digits into `out`, ignoring `:` separators and whitespace (fingerprints and
+/// tokens are printed both ways). Writes into the caller's buffer so a secret can be decoded
+/// straight into zeroizing memory. Returns false (with `out` unspecified) on anything else.
+pub fn decode_hex32(s: &str, out: &mut [u8; 32]) -> bool {
+    fn nibble(c: u8) -> Option<u8> {
+        // Only hex digits count (u8::from_str_radix would also take a sign, as in "+1").
+        match c {
+            b'0'..=b'9' => Some(c - b'0'),
+            b'a'..=b'f' => Some(c - b'a' + 10),
+            b'A'..=b'F' => Some(c - b'A' + 10),
+            _ => None,
+        }
+    }
+    let mut digits = s.bytes().filter(|c| *c != b':' && !c.is_ascii_whitespace());
+    for byte in out.iter_mut() {
+        let (Some(hi), Some(lo)) = (
+            digits.next().and_then(nibble),
+            digits.next().and_then(nibble),
+        ) else {
+            return false;
+        };
+        *byte = hi << 4 | lo;
+    }
+    digits.next().is_none()
+}
+
 /// Parses a fingerprint written as 64 hex digits, with or without `:` separators.
 ///
 /// # Errors
 /// [`ClientError::Invalid`] when it is not 32 bytes of hex.
 pub fn parse_fingerprint(s: &str) -> Result<[u8; 32], ClientError> {
-    let hex: String = s
-        .chars()
-        .filter(|c| *c != ':' && !c.is_whitespace())
-        .collect();
-    let bad = || {
-        ClientError::Invalid(format!(
-            "fingerprint {s:?} is not a SHA-256 hash (64 hex digits)"
-        ))
-    };
-    // from_str_radix alone would take "+1" as a pair: only hex digits count.
-    if hex.len() != 64 || !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return Err(bad());
-    }
     let mut out = [0u8; 32];
-    for (i, byte) in out.iter_mut().enumerate() {
-        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    if decode_hex32(s, &mut out) {
+        Ok(out)
+    } else {
+        Err(ClientError::Invalid(format!(
+            "fingerprint {s:?} is not a SHA-256 hash (64 hex digits)"
+        )))
     }
-    Ok(out)
 }
 
 /// Formats a fingerprint as colon-separated upper-case hex (as `dwd` prints it).

@@ -132,23 +132,15 @@ pub fn tpm_slot(tcti: &str, label: &str, pcr_list: &[u8], pin: Option<&str>) -> 
         .map_err(|e| OpError::Internal(format!("cannot seal to the TPM: {e}")))
 }
 
-/// 32 bytes from 64 hex digits (colons and spaces ignored, as fingerprints are often printed).
+/// 32 bytes from 64 hex digits (colons and spaces ignored, as fingerprints are often printed),
+/// decoded straight into zeroizing memory.
 fn hex32(what: &str, s: &str) -> OpResult<zeroize::Zeroizing<[u8; 32]>> {
-    let digits: Vec<u8> = s
-        .bytes()
-        .filter(|c| *c != b':' && !c.is_ascii_whitespace())
-        .collect();
-    let bad = || OpError::Invalid(format!("{what} must be 64 hex digits"));
-    // from_str_radix alone would take "+1" as a pair: only hex digits count.
-    if digits.len() != 64 || !digits.iter().all(u8::is_ascii_hexdigit) {
-        return Err(bad());
-    }
     let mut out = zeroize::Zeroizing::new([0u8; 32]);
-    for (byte, pair) in out.iter_mut().zip(digits.chunks_exact(2)) {
-        let pair = std::str::from_utf8(pair).map_err(|_| bad())?;
-        *byte = u8::from_str_radix(pair, 16).map_err(|_| bad())?;
+    if dw_api::client::decode_hex32(s, &mut out) {
+        Ok(out)
+    } else {
+        Err(OpError::Invalid(format!("{what} must be 64 hex digits")))
     }
-    Ok(out)
 }
 
 /// A peer-release slot: enrolls this machine's TPM attestation key and current PCR values with
