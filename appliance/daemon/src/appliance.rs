@@ -356,6 +356,7 @@ impl Appliance {
             allow_degraded: true,
             auto_rebuild: self.cfg.arrays.auto_rebuild,
             background_resync: true,
+            throttle_bytes_per_sec: self.cfg.arrays.rebuild_bytes_per_sec,
         };
         match Array::assemble(devs, &opts) {
             Ok(a) => {
@@ -368,9 +369,6 @@ impl Appliance {
                         .map(|r| format!("{}: {}", r.device, r.reason)),
                 );
                 let array = Arc::new(a.array);
-                if self.cfg.arrays.rebuild_bytes_per_sec > 0 {
-                    array.set_throttle(self.cfg.arrays.rebuild_bytes_per_sec);
-                }
                 let st = array.status();
                 let level = if st.state == ArrayState::Healthy {
                     "info"

@@ -21,13 +21,32 @@ fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
 }
 
 /// Reads server-sent events from the socket until `want` matches one (or the timeout).
-fn follow_events(socket: &str, secs: u64, want: impl Fn(&Value) -> bool) -> Option<Value> {
+/// Subscribes to the event stream: returns once dwd has answered the request, so every event
+/// emitted after this returns reaches the reader (no sleep guessing when the subscription
+/// starts).
+fn subscribe_events(socket: &str, secs: u64) -> BufReader<std::os::unix::net::UnixStream> {
     let mut s = std::os::unix::net::UnixStream::connect(socket).unwrap();
     s.set_read_timeout(Some(Duration::from_secs(secs))).unwrap();
     s.write_all(b"GET /api/v1/events HTTP/1.1\r\nHost: x\r\n\r\n")
         .unwrap();
-    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut r = BufReader::new(s);
+    let mut line = String::new();
+    r.read_line(&mut line).unwrap();
+    assert!(line.starts_with("HTTP/1.1 200"), "events: {line}");
+    while line.trim_end() != "" {
+        line.clear();
+        assert!(r.read_line(&mut line).unwrap() > 0, "events: no header end");
+    }
+    r
+}
+
+/// Follows a subscribed event stream until an event matches `want`.
+fn follow_events(
+    mut r: BufReader<std::os::unix::net::UnixStream>,
+    secs: u64,
+    want: impl Fn(&Value) -> bool,
+) -> Option<Value> {
+    let deadline = Instant::now() + Duration::from_secs(secs);
     let mut line = String::new();
     while Instant::now() < deadline {
         line.clear();
@@ -107,13 +126,12 @@ fn predictive_replacement_metrics_and_management() {
 
     // Drive 1 reports "failing": an alert, then its data is copied to the spare while it still
     // reads, and it leaves the array.
-    let socket = d.socket();
+    let events = subscribe_events(&d.socket(), 60);
     let watcher = std::thread::spawn(move || {
-        follow_events(&socket, 60, |e| {
+        follow_events(events, 60, |e| {
             e["kind"] == "drive" && e["message"].as_str().unwrap_or("").contains("failing")
         })
     });
-    std::thread::sleep(Duration::from_millis(300));
     let victim = dir.join("drives/drive1.img").display().to_string();
     std::fs::write(&health, json!({ victim.clone(): "failing" }).to_string()).unwrap();
     let alert = watcher

@@ -65,6 +65,11 @@ pub struct AssembleOptions {
     pub auto_rebuild: bool,
     /// Resynchronise dirty regions in the background instead of before returning.
     pub background_resync: bool,
+    /// Background job throttle in bytes per second (0 = unlimited), in force before any job
+    /// that assembly starts (a resumed rebuild, a resync) moves its first byte; setting it
+    /// afterwards with [`crate::Array::set_throttle`] would let that job run unthrottled
+    /// for a moment.
+    pub throttle_bytes_per_sec: u64,
 }
 
 impl Default for AssembleOptions {
@@ -74,6 +79,7 @@ impl Default for AssembleOptions {
             allow_degraded: true,
             auto_rebuild: true,
             background_resync: false,
+            throttle_bytes_per_sec: 0,
         }
     }
 }
@@ -644,6 +650,10 @@ impl Array {
             offline: None,
         };
         let inner = Arc::new(Inner::new(geom, control, opts.auto_rebuild));
+        inner.jobs.throttle.store(
+            opts.throttle_bytes_per_sec,
+            std::sync::atomic::Ordering::Relaxed,
+        );
         let _ = inner.me.set(Arc::downgrade(&inner));
         let (replayed, skipped) = if inner.journal.is_some() {
             replay_journal(&inner)?

@@ -525,11 +525,18 @@ fn rebuild_rate_after_a_restart_counts_only_this_run() {
     rig.handles[2].revive();
     let mut devs = rig.devs.clone();
     devs.push(spare.devs[0].clone());
-    let asm = Array::assemble(devs, &AssembleOptions::default()).expect("reassemble");
-    let a = asm.array;
     // Slow enough that the bytes of the earlier run would dominate a whole-job average
-    // (more than 1 MiB in 0.6 s), fast enough to show a rate.
-    a.set_throttle(MIB / 2);
+    // (more than 1 MiB in 0.6 s), fast enough to show a rate. The throttle is given to
+    // assembly: set afterwards, the resumed job would run unthrottled until then.
+    let asm = Array::assemble(
+        devs,
+        &AssembleOptions {
+            throttle_bytes_per_sec: MIB / 2,
+            ..AssembleOptions::default()
+        },
+    )
+    .expect("reassemble");
+    let a = asm.array;
     std::thread::sleep(Duration::from_millis(600));
     let j = a.job().expect("resumed job");
     assert!(j.done_bytes * 2 > j.total_bytes, "{j:?}");

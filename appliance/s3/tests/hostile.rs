@@ -56,13 +56,18 @@ fn assert_unchanged(s: &common::Server) {
     assert_eq!(b.len(), 1);
 }
 
-fn assert_alive(s: &common::Server) {
-    let r = raw(
-        s.addr,
-        request_head(Some(ALICE), "GET", s.addr, "/bkt/keep", &[]).as_bytes(),
+/// Reads the object `setup` stored.
+fn get_keep(addr: std::net::SocketAddr) -> String {
+    raw(
+        addr,
+        request_head(Some(ALICE), "GET", addr, "/bkt/keep", &[]).as_bytes(),
         false,
         T,
-    );
+    )
+}
+
+fn assert_alive(s: &common::Server) {
+    let r = get_keep(s.addr);
     assert_eq!(status_of(&r), 200, "server no longer serves: {r}");
     assert!(r.ends_with("hello"), "{r}");
 }
@@ -416,14 +421,20 @@ fn observer_sees_operations() {
     let s = start(small_config());
     setup(&s);
     assert_alive(&s);
-    // Events are emitted when response bodies finish; give the server a moment.
-    std::thread::sleep(Duration::from_millis(200));
-    let ev = s
-        .observer
-        .events
-        .lock()
-        .map(|v| v.clone())
-        .unwrap_or_default();
+    // Events are emitted when response bodies finish, just after the client has them.
+    let deadline = Instant::now() + T;
+    let ev = loop {
+        let ev = s
+            .observer
+            .events
+            .lock()
+            .map(|v| v.clone())
+            .unwrap_or_default();
+        if ev.iter().any(|e| e.op == "GetObject") || Instant::now() > deadline {
+            break ev;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
     assert!(
         ev.iter().any(|e| e.op == "CreateBucket" && e.status == 200),
         "{ev:?}"
@@ -447,29 +458,51 @@ fn concurrency_limit_answers_slow_down() {
     let s = start(cfg);
     setup(&s);
     // Hold the only slot with a body that never completes, then try another request.
-    let addr = s.addr;
-    let holder = std::thread::spawn(move || {
+    let hold = || {
+        use std::io::Write;
         let mut req = request_head(
             Some(ALICE),
             "PUT",
-            addr,
+            s.addr,
             "/bkt/hold",
             &[("content-length", "100000")],
         )
         .into_bytes();
         req.extend_from_slice(&vec![1u8; 70_000]);
-        raw(addr, &req, false, Duration::from_secs(5))
-    });
-    std::thread::sleep(Duration::from_millis(500));
-    let r = raw(
-        s.addr,
-        request_head(Some(ALICE), "GET", s.addr, "/bkt/keep", &[]).as_bytes(),
-        false,
-        T,
-    );
+        let mut c = std::net::TcpStream::connect(s.addr).unwrap();
+        c.write_all(&req).unwrap();
+        c.set_nonblocking(true).unwrap();
+        c
+    };
+    let mut holder = hold();
+    // No sleep is long enough on a loaded machine for the holder's request to be in: until it
+    // is, the probe is simply served. A probe can also take the slot first, so that the
+    // holder is refused (it has an answer to read): then hold again.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let r = loop {
+        let r = get_keep(s.addr);
+        if status_of(&r) != 200 || Instant::now() > deadline {
+            break r;
+        }
+        let mut b = [0u8; 1];
+        match std::io::Read::read(&mut holder, &mut b) {
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            _ => holder = hold(),
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert_eq!(status_of(&r), 503, "{r}");
     assert!(r.contains("SlowDown"), "{r}");
-    let _ = holder.join();
+    // Once the holder hangs up, its slot is freed as soon as the server reads the end.
+    drop(holder);
+    let deadline = Instant::now() + T;
+    while Instant::now() < deadline {
+        let r = get_keep(s.addr);
+        if status_of(&r) == 200 {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
     assert_alive(&s);
 }
 

@@ -143,6 +143,9 @@ pub struct SlowExport {
     pub delays: HashMap<u64, Duration>,
     pub log: parking_lot::Mutex<Vec<String>>,
     pub ops: AtomicU64,
+    /// Delayed operations sleeping right now, and the most there ever were at once.
+    pub sleeping: AtomicU64,
+    pub max_sleeping: AtomicU64,
 }
 
 impl SlowExport {
@@ -152,6 +155,17 @@ impl SlowExport {
             delays,
             log: parking_lot::Mutex::new(Vec::new()),
             ops: AtomicU64::new(0),
+            sleeping: AtomicU64::new(0),
+            max_sleeping: AtomicU64::new(0),
+        }
+    }
+
+    fn delay(&self, offset: u64) {
+        if let Some(d) = self.delays.get(&offset) {
+            let now = self.sleeping.fetch_add(1, Ordering::SeqCst) + 1;
+            self.max_sleeping.fetch_max(now, Ordering::SeqCst);
+            std::thread::sleep(*d);
+            self.sleeping.fetch_sub(1, Ordering::SeqCst);
         }
     }
 }
@@ -170,17 +184,13 @@ impl BlockExport for SlowExport {
         true
     }
     fn read(&self, offset: u64, buf: &mut [u8]) -> Result<(), ExportError> {
-        if let Some(d) = self.delays.get(&offset) {
-            std::thread::sleep(*d);
-        }
+        self.delay(offset);
         self.ops.fetch_add(1, Ordering::SeqCst);
         self.log.lock().push(format!("read {offset}"));
         self.inner.read(offset, buf)
     }
     fn write(&self, offset: u64, data: &[u8], fua: bool) -> Result<(), ExportError> {
-        if let Some(d) = self.delays.get(&offset) {
-            std::thread::sleep(*d);
-        }
+        self.delay(offset);
         self.ops.fetch_add(1, Ordering::SeqCst);
         self.log.lock().push(format!("write {offset} fua={fua}"));
         self.inner.write(offset, data, fua)
