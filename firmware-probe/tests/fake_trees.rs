@@ -559,7 +559,7 @@ fn nothing_probed_on_an_empty_directory() {
 fn health_paths() {
     let dir = tempfile::tempdir().unwrap();
     let tree = fake_machine(&dir.path().join("tree"));
-    let smartctl = common::fake_smartctl(dir.path());
+    let smartctl = common::fake_smartctl();
     let inv = probe(&fake_machine_config(&tree, Some(smartctl)));
     assert_unknown_invariant(&serde_json::to_value(&inv).unwrap(), "inventory");
     let h = |n: &str| &dev(&inv, n).health;

@@ -41,7 +41,7 @@ fn check(name: &str, actual: &str) {
 fn fake_inventory() -> Inventory {
     let dir = tempfile::tempdir().unwrap();
     let tree = fake_machine(&dir.path().join("tree"));
-    let smartctl = fake_smartctl(dir.path());
+    let smartctl = fake_smartctl();
     probe(&fake_machine_config(&tree, Some(smartctl)))
 }
 

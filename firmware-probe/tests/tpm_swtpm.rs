@@ -34,7 +34,19 @@ fn free_port_pair() -> Option<u16> {
     None
 }
 
+/// Starts swtpm; a few tries, since the probed ports may be taken before swtpm binds them.
 fn start_swtpm() -> Result<Swtpm, String> {
+    let mut last = String::new();
+    for _ in 0..5 {
+        match start_swtpm_once() {
+            Ok(s) => return Ok(s),
+            Err(e) => last = e,
+        }
+    }
+    Err(last)
+}
+
+fn start_swtpm_once() -> Result<Swtpm, String> {
     let state = tempfile::tempdir().map_err(|e| e.to_string())?;
     let port = free_port_pair().ok_or("no free port pair")?;
     let child = Command::new("swtpm")
@@ -53,7 +65,7 @@ fn start_swtpm() -> Result<Swtpm, String> {
         .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("swtpm not installed or not runnable: {e}"))?;
-    let swtpm = Swtpm {
+    let mut swtpm = Swtpm {
         child,
         port,
         _state: state,
@@ -64,6 +76,12 @@ fn start_swtpm() -> Result<Swtpm, String> {
             return Err("swtpm did not start listening within 10 s".to_owned());
         }
         std::thread::sleep(Duration::from_millis(50));
+    }
+    // Still alive a moment later: a port taken by someone else answers the connect while
+    // swtpm exits.
+    std::thread::sleep(Duration::from_millis(100));
+    if let Ok(Some(status)) = swtpm.child.try_wait() {
+        return Err(format!("swtpm exited with {status} (port collision?)"));
     }
     Ok(swtpm)
 }

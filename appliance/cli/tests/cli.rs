@@ -147,7 +147,7 @@ impl Daemon {
             demo: Value::Null,
         };
         let demo_json = state.join("demo.json");
-        let deadline = Instant::now() + Duration::from_secs(40);
+        let deadline = Instant::now() + Duration::from_secs(120);
         loop {
             if let Ok(Some(status)) = d.child.try_wait() {
                 panic!("dwd exited with {status} before it was ready:\n{}", d.log());
@@ -267,7 +267,7 @@ fn names(v: &Value, key: &str) -> Vec<String> {
 
 /// Polls `dw array show ID --json` until no rebuild or replacement runs.
 fn wait_rebuild(d: &Daemon, id: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
+    let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let a = d.json(&["array", "show", id]);
         let busy = a["rebuild"]
@@ -826,7 +826,7 @@ fn containers_snapshots_jobs_events(d: &Daemon) {
         .stderr(Stdio::piped())
         .spawn()
         .expect("dw events");
-    let deadline = Instant::now() + Duration::from_secs(15);
+    let deadline = Instant::now() + Duration::from_secs(60);
     let mut n = 0;
     let status = loop {
         if let Some(s) = ev.try_wait().expect("events status") {
@@ -834,7 +834,7 @@ fn containers_snapshots_jobs_events(d: &Daemon) {
         }
         if Instant::now() > deadline {
             let _ = ev.kill();
-            panic!("dw events saw no event in 15 s");
+            panic!("dw events saw no event in 60 s");
         }
         let name = format!("ev{n}");
         d.dw(&["snapshot", "create", "vol1", &name]).ok();

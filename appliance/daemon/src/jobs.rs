@@ -107,7 +107,12 @@ impl Job {
     /// The API view.
     #[must_use]
     pub fn info(&self) -> JobInfo {
-        let state = self.state.lock().clone();
+        // State and finish time are read under the state lock, as they are written, so a
+        // finished job always shows its finish time.
+        let (state, finished) = {
+            let st = self.state.lock();
+            (st.clone(), *self.finished.lock())
+        };
         let (state, message, result) = match state {
             JobState::Running => ("running", None, None),
             JobState::Succeeded(r, m) => ("succeeded", Some(m), r),
@@ -123,7 +128,7 @@ impl Job {
             total: self.total.load(Ordering::Relaxed),
             unit: self.unit.clone(),
             started: self.started,
-            finished: *self.finished.lock(),
+            finished,
             message,
             result,
         }
@@ -275,6 +280,7 @@ impl Jobs {
                         Ok((r, m)) => JobState::Succeeded(r, m),
                         Err(e) => JobState::Failed(e.to_string()),
                     };
+                    *job.finished.lock() = Some(now_secs());
                     match &*st {
                         JobState::Succeeded(_, m) => ("info", format!("succeeded: {m}")),
                         JobState::Cancelled(m) => ("warning", format!("cancelled: {m}")),
@@ -282,7 +288,6 @@ impl Jobs {
                         JobState::Running => ("info", String::new()),
                     }
                 };
-                *job.finished.lock() = Some(now_secs());
                 let info = job.info();
                 ctx.events.emit(
                     "job",

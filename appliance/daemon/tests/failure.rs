@@ -37,7 +37,30 @@ fn start_load(py: &str, d: &Daemon, prefix: &str, work: &Path) -> Child {
         .expect("start the load")
 }
 
-fn stop_load(child: Child, prefix: &str, work: &Path) {
+fn stop_load(mut child: Child, prefix: &str, work: &Path) {
+    // The load must have put something before it is stopped, however slowly python started.
+    let manifest = work.join(format!("{prefix}.json"));
+    let t0 = Instant::now();
+    loop {
+        let puts = std::fs::read(&manifest)
+            .ok()
+            .and_then(|b| serde_json::from_slice::<Value>(&b).ok())
+            .and_then(|v| v.as_object().map(serde_json::Map::len))
+            .unwrap_or(0);
+        if puts >= 3 {
+            break;
+        }
+        if t0.elapsed() > Duration::from_secs(120) || child.try_wait().unwrap().is_some() {
+            std::fs::write(work.join(format!("{prefix}.stop")), b"").unwrap();
+            let out = child.wait_with_output().unwrap();
+            panic!(
+                "S3 load {prefix} acknowledged {puts} puts:\n{}{}",
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
     std::fs::write(work.join(format!("{prefix}.stop")), b"").unwrap();
     let out = child.wait_with_output().unwrap();
     let text = format!(

@@ -6,6 +6,7 @@
 
 mod common;
 
+use std::io::{BufRead, BufReader};
 use std::net::{TcpListener, TcpStream};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -53,7 +54,13 @@ fn start_swtpm() -> Swtpm {
             if child.try_wait().unwrap().is_some() {
                 break;
             }
+            // Listening, and still alive a moment later: a port taken by someone else between
+            // the probe and swtpm's bind answers the connect while swtpm exits.
             if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                std::thread::sleep(Duration::from_millis(100));
+                if child.try_wait().unwrap().is_some() {
+                    break;
+                }
                 return Swtpm {
                     child,
                     port,
@@ -236,26 +243,35 @@ impl KeyService {
         };
         let fingerprint = field("certificate sha256:");
         let token = field("enrollment token (shown once, give it to the appliance that enrolls):");
-        let port = TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let endpoint = format!("127.0.0.1:{port}");
+        // Port 0: dw-keyd's first stderr line names the address it bound.
         let mut child = Command::new(bin)
             .args(["serve", "--state-dir"])
             .arg(&state)
-            .args(["--listen", &endpoint])
+            .args(["--listen", "127.0.0.1:0"])
             .stdout(Stdio::null())
-            .stderr(Stdio::null())
+            .stderr(Stdio::piped())
             .spawn()
             .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while TcpStream::connect(&endpoint).is_err() {
-            assert!(child.try_wait().unwrap().is_none(), "dw-keyd exited");
-            assert!(Instant::now() < deadline, "dw-keyd did not listen");
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        let mut stderr = BufReader::new(child.stderr.take().unwrap());
+        let mut said = String::new();
+        let endpoint = loop {
+            let mut line = String::new();
+            let n = stderr.read_line(&mut line).unwrap();
+            assert!(
+                n > 0 && said.len() < 64 * 1024,
+                "dw-keyd did not say where it listens:\n{said}"
+            );
+            if let Some(addr) = line.trim().strip_prefix("dw-keyd: serving on ") {
+                break addr.to_owned();
+            }
+            said.push_str(&line);
+        };
+        // Keep draining its log so it never blocks on a full pipe.
+        std::thread::spawn(move || std::io::copy(&mut stderr, &mut std::io::sink()));
+        assert!(
+            TcpStream::connect(&endpoint).is_ok(),
+            "dw-keyd at {endpoint}"
+        );
         KeyService {
             child,
             dir,

@@ -200,8 +200,9 @@ fn rebuild_under_load_survives_a_restart_halfway() {
         let model = Arc::new(Mutex::new(model));
         let a = Arc::new(a);
         let stop = Arc::new(AtomicBool::new(false));
-        // Slow the rebuild so the restart lands in the middle of it.
-        a.set_throttle(4 * MIB);
+        // Slow the rebuild so the test sees it half done; then nearly park it (one row per
+        // half second) so the restart lands in the middle of it however slow this machine is.
+        a.set_throttle(MIB);
         let writer = {
             let (a, model, stop) = (a.clone(), model.clone(), stop.clone());
             std::thread::spawn(move || {
@@ -251,6 +252,7 @@ fn rebuild_under_load_survives_a_restart_halfway() {
             if let Some((d, t)) = rebuilt
                 && d * 2 > t
             {
+                a.set_throttle(1);
                 break;
             }
             assert!(
@@ -433,7 +435,8 @@ fn a_second_failure_during_a_rebuild_is_rebuilt_onto_the_next_spare() {
     let (rig, a, model) = filled(Level::Raid6, 5, 17);
     let spares = Rig::new(&[MEMBER, MEMBER]);
     a.set_auto_rebuild(true);
-    a.set_throttle(2 * MIB);
+    // Nearly parked (one row per half second) until the second failure is in.
+    a.set_throttle(1);
     a.add_spare(spares.devs[0].clone()).expect("spare A");
     a.add_spare(spares.devs[1].clone()).expect("spare B");
     rig.handles[1].fail_device("first failure");
@@ -474,7 +477,8 @@ fn a_spare_dying_mid_rebuild_is_replaced_by_the_next_spare() {
     let (rig, a, model) = filled(Level::Raid5, 4, 19);
     let spares = Rig::new(&[MEMBER, MEMBER]);
     a.set_auto_rebuild(true);
-    a.set_throttle(2 * MIB);
+    // Nearly parked (one row per half second) until the second failure is in.
+    a.set_throttle(1);
     a.add_spare(spares.devs[0].clone()).expect("spare A");
     a.add_spare(spares.devs[1].clone()).expect("spare B");
     rig.handles[0].fail_device("member fails");

@@ -62,27 +62,8 @@ pub fn sata_ssd() -> FakeDisk {
 }
 
 /// A fake smartctl that prints the canned report of the device it is asked about.
-pub fn fake_smartctl(dir: &Path) -> PathBuf {
-    use std::os::unix::fs::PermissionsExt;
-    let data = data_dir();
-    let script = format!(
-        "#!/bin/sh\n\
-         # dw-probe test stand-in for smartctl: --json -a <device>\n\
-         case \"$(basename \"$3\")\" in\n\
-         sda) cat '{d}/smartctl-sata-ssd.json'; exit 0 ;;\n\
-         sdb) cat '{d}/smartctl-hdd-pending.json'; exit 192 ;;\n\
-         sdc) cat '{d}/smartctl-sas.json'; exit 0 ;;\n\
-         sdd) cat '{d}/smartctl-open-failed.json'; exit 2 ;;\n\
-         *) echo 'not json'; exit 1 ;;\n\
-         esac\n",
-        d = data.display()
-    );
-    let path = dir.join("smartctl");
-    std::fs::write(&path, script).unwrap();
-    let mut perms = std::fs::metadata(&path).unwrap().permissions();
-    perms.set_mode(0o755);
-    std::fs::set_permissions(&path, perms).unwrap();
-    path
+pub fn fake_smartctl() -> PathBuf {
+    data_dir().join("fake-smartctl")
 }
 
 /// Fixed CPUID values of an SEV-SNP capable EPYC host.

@@ -162,7 +162,14 @@ impl Swtpm {
                     last = format!("swtpm exited with {status} (port collision?)");
                     break;
                 }
+                // Listening, and still alive a moment later: a port taken by someone else
+                // between the probe and swtpm's bind answers the connect while swtpm exits.
                 if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                    std::thread::sleep(Duration::from_millis(100));
+                    if let Ok(Some(status)) = child.try_wait() {
+                        last = format!("swtpm exited with {status} (port collision?)");
+                        break;
+                    }
                     let state_dir = dir.path().to_path_buf();
                     return Ok(Swtpm {
                         child,

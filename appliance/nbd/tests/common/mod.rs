@@ -146,6 +146,10 @@ pub struct SlowExport {
     /// Delayed operations sleeping right now, and the most there ever were at once.
     pub sleeping: AtomicU64,
     pub max_sleeping: AtomicU64,
+    /// An offset whose reads and writes wait until [`SlowExport::release`] (or a minute, so a
+    /// failed test cannot hang the runtime's shutdown).
+    held: parking_lot::Mutex<Option<u64>>,
+    released: parking_lot::Condvar,
 }
 
 impl SlowExport {
@@ -157,10 +161,31 @@ impl SlowExport {
             ops: AtomicU64::new(0),
             sleeping: AtomicU64::new(0),
             max_sleeping: AtomicU64::new(0),
+            held: parking_lot::Mutex::new(None),
+            released: parking_lot::Condvar::new(),
         }
     }
 
+    /// Makes requests at `offset` wait until [`SlowExport::release`].
+    pub fn hold(&self, offset: u64) {
+        *self.held.lock() = Some(offset);
+    }
+
+    pub fn release(&self) {
+        *self.held.lock() = None;
+        self.released.notify_all();
+    }
+
     fn delay(&self, offset: u64) {
+        {
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            let mut h = self.held.lock();
+            while *h == Some(offset) {
+                if self.released.wait_until(&mut h, deadline).timed_out() {
+                    break;
+                }
+            }
+        }
         if let Some(d) = self.delays.get(&offset) {
             let now = self.sleeping.fetch_add(1, Ordering::SeqCst) + 1;
             self.max_sleeping.fetch_max(now, Ordering::SeqCst);
